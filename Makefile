@@ -1,0 +1,49 @@
+# The zoo's two README commands: `make train` (set-up + main job) and `make test` (set-up + tests).
+# Every target is idempotent: the venv, the install and the data are made only when missing.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+.PHONY: setup data test test-slow train lint models
+
+setup: $(STAMP) data
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data:
+	@if [ -f $(FMNIST) ]; then \
+		echo "Fashion-MNIST: found in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Fashion-MNIST: installing the Debian package dataset-fashion-mnist"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "Fashion-MNIST: apt-get failed; tests that need it will be skipped"; \
+	else \
+		echo "Fashion-MNIST: missing. Install it with 'sudo apt-get install dataset-fashion-mnist'"; \
+		echo "  or put the four IDX .gz files in a folder and pass data.root=FOLDER;"; \
+		echo "  tests that need it will be skipped."; \
+	fi
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check zoo tests train.py evaluate.py
+	$(VENV)/bin/ruff format --check zoo tests train.py evaluate.py
+
+models: setup
+	$(PY) -m zoo.tools.model_table
+
+train: setup
+	$(PY) -m zoo.tools.model_table

@@ -1,0 +1,63 @@
+"""Every registered model: forward and backward at its default input size and with ``in_chans=1``,
+and the shared API (forward_features, forward_head, get_classifier, reset_classifier)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+
+# The very large ImageNet models are built once each in their family tests; here they would
+# dominate the suite's time on 2 cores without testing anything new about the shared API.
+HEAVY = {
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "resnet101",
+    "resnet152",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+}
+
+
+def _small_input(name: str, in_chans: int | None = None) -> torch.Tensor:
+    c, h, w = zoo.model_info(name)["input_size"]
+    return torch.randn(2, in_chans or c, h, w)
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if n not in HEAVY])
+def test_forward_backward_and_api(name: str) -> None:
+    model = zoo.create_model(name, num_classes=7)
+    model.train()
+    x = _small_input(name)
+    out = model(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    assert logits.shape == (2, 7)
+    logits.sum().backward()
+    assert any(p.grad is not None for p in model.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.ndim == 2 and pre.shape[0] == 2
+        assert torch.allclose(model.forward_head(feats), model(x), atol=1e-5)
+        assert isinstance(model.get_classifier(), nn.Module)
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == pre.shape
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if n not in HEAVY])
+def test_in_chans_one(name: str) -> None:
+    model = zoo.create_model(name, in_chans=1, num_classes=5).eval()
+    with torch.no_grad():
+        out = model(_small_input(name, in_chans=1))
+    assert out.shape == (2, 5)

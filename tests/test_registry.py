@@ -1,0 +1,61 @@
+"""Registry behaviour: listing, building, errors and model_info."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.registry import count_params
+
+
+def test_list_models_sorted_and_filtered() -> None:
+    names = zoo.list_models()
+    assert names == sorted(names)
+    assert "lenet5" in names
+    assert zoo.list_models("lenet*") == ["lenet5"]
+    assert zoo.list_models("no_such_*") == []
+
+
+def test_unknown_name_suggests_closest() -> None:
+    with pytest.raises(ValueError, match="lenet5"):
+        zoo.create_model("lenet")
+
+
+def test_unknown_kwarg_names_builder_and_accepted() -> None:
+    with pytest.raises(TypeError, match=r"lenet5\(\).*'colour'.*accepted: .*num_classes"):
+        zoo.create_model("lenet5", colour="red")
+
+
+def test_duplicate_registration_rejected() -> None:
+    from zoo.models.lenet import lenet5
+
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register_model(family="x", paper="x", input_size=(1, 2, 2), num_classes=1)(lenet5)
+
+
+def test_builder_without_num_classes_rejected() -> None:
+    def bad_builder(*, in_chans: int = 3) -> torch.nn.Module:
+        return torch.nn.Identity()
+
+    with pytest.raises(TypeError, match="num_classes"):
+        zoo.register_model(family="x", paper="x", input_size=(1, 2, 2), num_classes=1)(bad_builder)
+
+
+def test_model_info_fields() -> None:
+    info = zoo.model_info("lenet5")
+    assert info["family"] == "lenet"
+    assert "LeCun" in info["paper"]
+    assert info["input_size"] == (1, 32, 32)
+    assert info["num_classes"] == 10
+    assert info["num_params"] == 61_706
+    assert isinstance(info["pretrained"], list)
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model_info_param_count_matches_real_build(name: str) -> None:
+    """model_info counts on the meta device; a real CPU build must agree."""
+    expected = zoo.model_info(name)["num_params"]
+    if expected > 30_000_000:
+        pytest.skip("very large model: its count is checked in the family tests")
+    assert expected == count_params(zoo.create_model(name))
