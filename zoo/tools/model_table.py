@@ -1,7 +1,8 @@
 """Print (or write) the Markdown table of every registered model.
 
-``python -m zoo.tools.model_table`` prints it; ``--write README.md`` replaces the table between the ``<!-- models:begin -->`` and
-``<!-- models:end -->`` markers, so the README's model table is generated, never hand-edited.
+``python -m zoo.tools.model_table`` prints it; ``--write README.md`` replaces the table between
+the ``<!-- models:begin -->`` and ``<!-- models:end -->`` markers, so the
+README's model table is generated, never hand-edited.
 """
 
 from __future__ import annotations
