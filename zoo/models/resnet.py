@@ -1,4 +1,4 @@
-"""ResNet: ImageNet models with torchvision's layout, CIFAR models of He et al. §4.2, no-shortcut twins.
+"""ResNet: ImageNet models (torchvision layout), CIFAR models (He et al. §4.2), no-shortcut twins.
 
 - He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, arXiv:1512.03385.
   ImageNet ResNet-18/34/50/101/152: Table 1 (the v1.5 placement of the stride on the 3×3 conv of

@@ -1,0 +1,346 @@
+"""DenseNet: ImageNet models with torchvision's layout and the CIFAR models of Table 2.
+
+Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional Networks", CVPR 2017,
+arXiv:1608.06993.
+
+- ImageNet DenseNet-121/161/169/201 (Table 1): 7×7/2 stem + max pool, four dense blocks of BC
+  layers (BN-ReLU-1×1 conv to 4k, BN-ReLU-3×3 conv to k), transitions halving channels and size.
+  Module names and init are torchvision's, so its state dicts load strictly.
+- CIFAR DenseNets (§3 "Implementation Details", Table 2): a 3×3 stem (16 channels, or 2k for BC),
+  three dense blocks of (depth-4)/3 plain layers (BN-ReLU-3×3) or (depth-4)/6 BC layers, 1×1-conv +
+  2×2 average-pool transitions (compression 0.5 for BC), BN-ReLU-global pool-FC.
+
+``memory_efficient=True`` recomputes the concatenation-BN-ReLU-conv of each layer in backward
+(gradient checkpointing; Pleiss et al. 2017, arXiv:1707.06990) instead of storing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from zoo.models.base import ZooModel, make_linear_head
+from zoo.registry import register_model
+
+PAPER = "Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv:1608.06993)"
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv on the concatenation of all earlier features; with ``bn_size`` a BC layer."""
+
+    def __init__(
+        self,
+        num_input_features: int,
+        growth_rate: int,
+        bn_size: int | None,
+        drop_rate: float,
+        memory_efficient: bool,
+    ) -> None:
+        super().__init__()
+        self.bottleneck = bn_size is not None
+        self.norm1 = nn.BatchNorm2d(num_input_features)
+        self.relu1 = nn.ReLU(inplace=True)
+        if self.bottleneck:
+            self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, 1, bias=False)
+            self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+            self.relu2 = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(num_input_features, growth_rate, 3, padding=1, bias=False)
+        self.drop_rate = float(drop_rate)
+        self.memory_efficient = memory_efficient
+
+    def _first_conv(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and features[0].requires_grad:
+            out = cp.checkpoint(self._first_conv, *features, use_reentrant=False)
+        else:
+            out = self._first_conv(*features)
+        if self.drop_rate > 0 and self.bottleneck:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        if self.bottleneck:
+            out = self.conv2(self.relu2(self.norm2(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return out
+
+
+class DenseBlock(nn.ModuleDict):
+    def __init__(
+        self,
+        num_layers: int,
+        num_input_features: int,
+        growth_rate: int,
+        bn_size: int | None,
+        drop_rate: float,
+        memory_efficient: bool,
+    ) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            layer = DenseLayer(
+                num_input_features + i * growth_rate,
+                growth_rate,
+                bn_size,
+                drop_rate,
+                memory_efficient,
+            )
+            self.add_module(f"denselayer{i + 1}", layer)
+
+    def forward(self, init_features: torch.Tensor) -> torch.Tensor:
+        features = [init_features]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    def __init__(self, num_input_features: int, num_output_features: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_input_features)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(num_input_features, num_output_features, 1, bias=False)
+        if drop_rate > 0:
+            self.drop = nn.Dropout(drop_rate)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+class DenseNet(ZooModel):
+    """DenseNet with an ImageNet stem (7×7/2 + BN-ReLU + max pool) or a CIFAR 3×3 stem.
+
+    ``features`` holds conv0[-norm0-relu0-pool0], denseblock{i}, transition{i} and norm5, exactly as
+    torchvision names them.
+    """
+
+    def __init__(
+        self,
+        growth_rate: int,
+        block_config: Sequence[int],
+        num_init_features: int,
+        bn_size: int | None = 4,
+        compression: float = 0.5,
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        stem: str = "imagenet",
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        features = nn.Sequential()
+        if stem == "imagenet":
+            features.add_module(
+                "conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)
+            )
+            features.add_module("norm0", nn.BatchNorm2d(num_init_features))
+            features.add_module("relu0", nn.ReLU(inplace=True))
+            features.add_module("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        else:
+            features.add_module(
+                "conv0", nn.Conv2d(in_chans, num_init_features, 3, padding=1, bias=False)
+            )
+        channels = num_init_features
+        for i, num_layers in enumerate(block_config):
+            block = DenseBlock(
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient
+            )
+            features.add_module(f"denseblock{i + 1}", block)
+            channels += num_layers * growth_rate
+            if i != len(block_config) - 1:
+                out_channels = int(channels * compression)
+                # torchvision's ImageNet transitions have no dropout; the CIFAR ones follow Huang
+                # et al.'s Torch code (dropout after every conv when drop_rate > 0).
+                trans_drop = drop_rate if stem == "cifar" else 0.0
+                features.add_module(
+                    f"transition{i + 1}", Transition(channels, out_channels, trans_drop)
+                )
+                channels = out_channels
+        features.add_module("norm5", nn.BatchNorm2d(channels))
+        self.features = features
+        self.num_features = channels
+        self.num_classes = num_classes
+        self.classifier = make_linear_head(channels, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.bias, 0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(F.relu(x), (1, 1)).flatten(1)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier = make_linear_head(self.num_features, num_classes)
+
+
+# ---- ImageNet (Table 1; torchvision layout) ------------------------------------------------------
+
+
+def _register_imagenet(fn):
+    return register_model(
+        family="densenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000
+    )(fn)
+
+
+def _imagenet(growth: int, blocks: Sequence[int], init: int, **kw) -> DenseNet:
+    return DenseNet(growth, blocks, init, bn_size=4, compression=0.5, stem="imagenet", **kw)
+
+
+@_register_imagenet
+def densenet121(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-121 (Huang et al. Table 1, k=32); 7,978,856 params, as torchvision."""
+    return _imagenet(
+        32,
+        (6, 12, 24, 16),
+        64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@_register_imagenet
+def densenet161(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-161 (Huang et al. Table 1, k=48)."""
+    return _imagenet(
+        48,
+        (6, 12, 36, 24),
+        96,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@_register_imagenet
+def densenet169(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-169 (Huang et al. Table 1, k=32)."""
+    return _imagenet(
+        32,
+        (6, 12, 32, 32),
+        64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@_register_imagenet
+def densenet201(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-201 (Huang et al. Table 1, k=32); 20,013,928 params, as torchvision."""
+    return _imagenet(
+        32,
+        (6, 12, 48, 32),
+        64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+# ---- CIFAR (Table 2) -----------------------------------------------------------------------------
+
+
+def cifar_densenet(
+    depth: int,
+    growth_rate: int,
+    bc: bool,
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """A 3-block CIFAR DenseNet of ``depth`` layers (Huang et al. §3, Table 2)."""
+    per_block = (depth - 4) // (6 if bc else 3)
+    return DenseNet(
+        growth_rate,
+        (per_block,) * 3,
+        2 * growth_rate if bc else 16,
+        bn_size=4 if bc else None,
+        compression=0.5 if bc else 1.0,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="cifar",
+        memory_efficient=memory_efficient,
+    )
+
+
+def _register_cifar(name: str, depth: int, growth: int, bc: bool, paper_params: str) -> None:
+    def builder(
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        memory_efficient: bool = False,
+    ) -> DenseNet:
+        return cifar_densenet(
+            depth,
+            growth,
+            bc,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            memory_efficient=memory_efficient,
+        )
+
+    kind = "DenseNet-BC" if bc else "DenseNet"
+    builder.__doc__ = (
+        f"{kind} (L={depth}, k={growth}), Huang et al. Table 2: {paper_params} "
+        "params. The paper trains it with dropout 0.2 when there is no augmentation."
+    )
+    builder.__name__ = builder.__qualname__ = name
+    register_model(family="densenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)(builder)
+    globals()[name] = builder
+
+
+_register_cifar("densenet40_k12", 40, 12, False, "1.0M")
+_register_cifar("densenet100_k12", 100, 12, False, "7.0M")
+_register_cifar("densenet_bc100_k12", 100, 12, True, "0.8M")
+_register_cifar("densenet_bc250_k24", 250, 24, True, "15.3M")
+_register_cifar("densenet_bc190_k40", 190, 40, True, "25.6M")
