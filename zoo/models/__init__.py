@@ -3,3 +3,6 @@
 from zoo.models import lenet
 from zoo.models import resnet
 from zoo.models import densenet
+from zoo.models import alexnet
+from zoo.models import vgg
+from zoo.models import googlenet

@@ -1,0 +1,103 @@
+"""AlexNet.
+
+Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep Convolutional Neural Networks",
+NeurIPS 2012, §3.5 and Fig. 2: five conv layers (11×11/4, 5×5, three 3×3) with max pooling and
+three fully connected layers with dropout 0.5. ``alexnet`` is the single-GPU variant that
+torchvision ships (64/192/384/256/256 filters, after Krizhevsky's "One weird trick",
+arXiv:1404.5997), with its exact module layout: 61,100,840 parameters.
+
+``alexnet_cifar`` keeps the five-conv/three-FC design for 28–32 px images: a 3×3 stride-1 first conv
+instead of 11×11/4 (which would leave a 32 px image at 1×1 after the pools), 2×2 pools, a 2×2
+adaptive pool and 1024-wide FC layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.models.base import ZooModel, make_linear_head
+from zoo.registry import register_model
+
+PAPER = (
+    "ImageNet Classification with Deep Convolutional Neural Networks "
+    "(Krizhevsky et al., NeurIPS 2012)"
+)
+
+
+class AlexNet(ZooModel):
+    """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision."""
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        pool_size: int,
+        hidden: int,
+        num_classes: int = 1000,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
+        self.num_features = hidden
+        self.num_classes = num_classes
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * pool_size * pool_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            make_linear_head(hidden, num_classes),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.classifier[:-1](x)
+        return x if pre_logits else self.classifier[-1](x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier[-1] = make_linear_head(self.num_features, num_classes)
+
+
+def _conv_stack(
+    in_chans: int, first: nn.Conv2d, pool: type[nn.Module], pool_args: tuple
+) -> nn.Sequential:
+    return nn.Sequential(
+        first,
+        nn.ReLU(inplace=True),
+        pool(*pool_args),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(inplace=True),
+        pool(*pool_args),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        pool(*pool_args),
+    )
+
+
+@register_model(family="alexnet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)
+def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    """AlexNet (Krizhevsky et al. 2012, Fig. 2; torchvision layout): 61,100,840 params."""
+    stem = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
+    features = _conv_stack(in_chans, stem, nn.MaxPool2d, (3, 2))
+    return AlexNet(features, pool_size=6, hidden=4096, num_classes=num_classes, dropout=dropout)
+
+
+@register_model(family="alexnet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    """AlexNet for 28–32 px images: 3×3/1 first conv, 2×2 pools, FC 1024 (see module docstring)."""
+    stem = nn.Conv2d(in_chans, 64, kernel_size=3, padding=1)
+    features = _conv_stack(in_chans, stem, nn.MaxPool2d, (2, 2))
+    return AlexNet(features, pool_size=2, hidden=1024, num_classes=num_classes, dropout=dropout)
