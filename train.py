@@ -1,0 +1,7 @@
+"""Train any zoo model: ``python train.py model=cliquenet data=fashion_mnist`` (see conf/train.yaml)."""
+
+from zoo.cli import run
+from zoo.training.run import train
+
+if __name__ == "__main__":
+    run(train, "train")
