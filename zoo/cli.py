@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 
@@ -38,22 +38,35 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"did you mean: {', '.join(close)}?" if close else f"options: {', '.join(options)}"
 
 
-def explain_composition_error(err: Exception, overrides: list[str]) -> str:
+def explain_composition_error(err: Exception, config_name: str, overrides: list[str]) -> str:
     text = str(err).strip().splitlines()[0]
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if "." not in key and group_options(key) and value not in group_options(key):
             return f"unknown {key} {value!r}; {_suggest(value, group_options(key))}"
-    match = re.search(r"Key '([^']+)' is not in struct", str(err)) or re.search(
-        r"Could not override '([^']+)'", str(err)
+    match = re.search(r"Could not override '([^']+)'", str(err)) or re.search(
+        r"Key '([^']+)' is not in struct", str(err)
     )
     if match:
-        bad = next((o for o in overrides if match.group(1) in o.split("=")[0]), match.group(1))
-        full_key = bad.split("=")[0].lstrip("+~")
+        full_key = match.group(1)
+        bad = next((o for o in overrides if o.split("=")[0].lstrip("+~") == full_key), None)
         parent, _, leaf = full_key.rpartition(".")
-        return (f"unknown config key {full_key!r}; check the spelling, or write +{full_key}=... "
-                f"to add a new key (see conf/{parent.split('.')[0] or 'train'}.yaml)")
+        known = _known_keys(config_name, [o for o in overrides if o is not bad], parent)
+        close = difflib.get_close_matches(leaf, known, n=4, cutoff=0.5)
+        hint = f"did you mean: {', '.join(f'{parent}.{k}' for k in close)}? " if close else ""
+        return f"unknown config key {full_key!r}; {hint}(write +{full_key}=... to add a new key)"
     return text
+
+
+def _known_keys(config_name: str, overrides: list[str], parent: str) -> list[str]:
+    """The keys at ``parent`` in the config composed without the offending override."""
+    try:
+        with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = hydra.compose(config_name, overrides=overrides)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        return list(node.keys()) if node is not None else []
+    except Exception:
+        return []
 
 
 def validate_overrides(config_name: str, argv: list[str]) -> None:
@@ -65,7 +78,7 @@ def validate_overrides(config_name: str, argv: list[str]) -> None:
         with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             hydra.compose(config_name, overrides=overrides)
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
-        fail(explain_composition_error(err, overrides))
+        fail(explain_composition_error(err, config_name, overrides))
     finally:
         hydra.core.global_hydra.GlobalHydra.instance().clear()
 

@@ -36,8 +36,11 @@ def _yaml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"' if value in {"none", "null", "true", "false", ""} or ":" in value \
+        return (
+            f'"{value}"'
+            if value in {"none", "null", "true", "false", ""} or ":" in value
             else value
+        )
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
     return repr(value)
@@ -45,8 +48,11 @@ def _yaml_value(value) -> str:
 
 def render(config_name: str, model_name: str) -> str:
     entry = get_model_entry(model_name)
-    lines = [f"# {entry.builder.__doc__.strip().splitlines()[0]}" if entry.builder.__doc__ else
-             f"# {model_name}"]
+    lines = [
+        f"# {entry.builder.__doc__.strip().splitlines()[0]}"
+        if entry.builder.__doc__
+        else f"# {model_name}"
+    ]
     if config_name != model_name:
         lines.append(f"# Family shortcut: model={config_name} trains {model_name}.")
     lines += [f"name: {model_name}", "pretrained: false", "in_chans: null", "num_classes: null"]

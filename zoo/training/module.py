@@ -26,28 +26,39 @@ class NonFiniteLossError(UserError):
 def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool) -> list[dict]:
     """Weight decay on every parameter, or (``exclude_bn_bias``) not on norms and biases."""
     if not exclude_bn_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad],
-                 "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def build_optimizer(params: list[dict], cfg: dict) -> torch.optim.Optimizer:
     name = cfg["name"]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
-                               nesterov=cfg.get("nesterov", False))
+        return torch.optim.SGD(
+            params,
+            lr=cfg["lr"],
+            momentum=cfg.get("momentum", 0.9),
+            nesterov=cfg.get("nesterov", False),
+        )
     if name == "adamw":
         return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
     raise UserError(f"unknown optimizer {name!r}; use optim=sgd or optim=adamw")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict | None, max_epochs: int,
-                    steps_per_epoch: int) -> dict | None:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: dict | None, max_epochs: int, steps_per_epoch: int
+) -> dict | None:
     """Per-step schedule: multistep (epochs or fractions), cosine, onecycle; linear warm-up."""
     if not cfg or cfg.get("name") in (None, "none", "constant"):
         return None
@@ -56,13 +67,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict | None, max_epoc
     warmup = int(cfg.get("warmup_epochs", 0) * steps_per_epoch)
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
-        sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total,
-                                                    pct_start=cfg.get("pct_start", 0.25))
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lrs, total_steps=total, pct_start=cfg.get("pct_start", 0.25)
+        )
         return {"scheduler": sched, "interval": "step"}
 
     if name == "multistep":
-        milestones = [m * max_epochs if isinstance(m, float) and m < 1 else m
-                      for m in cfg["milestones"]]
+        milestones = [
+            m * max_epochs if isinstance(m, float) and m < 1 else m for m in cfg["milestones"]
+        ]
         steps = [int(m * steps_per_epoch) for m in milestones]
         gamma = cfg.get("gamma", 0.1)
 
@@ -119,9 +132,12 @@ class ZooClassifier(pl.LightningModule):
         num_classes = int(model_kwargs.get("num_classes") or 10)
         top_k = min(5, num_classes)
         for split in ("train", "val", "test"):
-            setattr(self, f"{split}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
-            setattr(self, f"{split}_acc5",
-                    MulticlassAccuracy(num_classes, top_k=top_k, average="micro"))
+            setattr(
+                self, f"{split}_acc1", MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            )
+            setattr(
+                self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+            )
             setattr(self, f"{split}_loss", MeanMetric())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,14 +145,17 @@ class ZooClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self._forward(x)
 
-    def _loss(self, out: torch.Tensor | tuple, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, out: torch.Tensor | tuple, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy; a tuple output is (main, *auxiliary) as GoogLeNet's in training."""
         if isinstance(out, tuple):
             main, *aux = out
             weight = getattr(self.model, "aux_loss_weight", 0.3)
             loss = F.cross_entropy(main, y, label_smoothing=self.label_smoothing)
-            loss = loss + weight * sum(F.cross_entropy(a, y, label_smoothing=self.label_smoothing)
-                                       for a in aux)
+            loss = loss + weight * sum(
+                F.cross_entropy(a, y, label_smoothing=self.label_smoothing) for a in aux
+            )
             return loss, main
         return F.cross_entropy(out, y, label_smoothing=self.label_smoothing), out
 
@@ -202,11 +221,13 @@ class ZooClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        groups = param_groups(self.model, cfg.get("weight_decay", 0.0),
-                              cfg.get("exclude_bn_bias", False))
+        groups = param_groups(
+            self.model, cfg.get("weight_decay", 0.0), cfg.get("exclude_bn_bias", False)
+        )
         optimizer = build_optimizer(groups, cfg)
-        steps = max(1, int(self.trainer.estimated_stepping_batches)
-                    // max(1, self.trainer.max_epochs or 1))
+        steps = max(
+            1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1)
+        )
         sched = build_scheduler(optimizer, self.sched_cfg, self.trainer.max_epochs or 1, steps)
         if sched is None:
             return optimizer

@@ -1,4 +1,4 @@
-"""``train(cfg)``: everything ``train.py`` does, from a composed Hydra config to ``results.json``."""
+"""``train(cfg)``: what ``train.py`` does, from a composed Hydra config to ``results.json``."""
 
 from __future__ import annotations
 
@@ -50,8 +50,11 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def model_kwargs_from_cfg(model_cfg: DictConfig, num_classes: int, in_chans: int) -> dict:
-    kwargs = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items()
-              if k not in RESERVED_MODEL_KEYS}
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(model_cfg, resolve=True).items()
+        if k not in RESERVED_MODEL_KEYS
+    }
     kwargs["num_classes"] = int(model_cfg.get("num_classes") or num_classes)
     kwargs["in_chans"] = int(model_cfg.get("in_chans") or in_chans)
     return kwargs
@@ -136,8 +139,13 @@ def train(cfg: DictConfig) -> float:
         raise UserError(str(err)) from None
 
     checkpoint = ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor="val/acc1", mode="max",
-        save_last=True, auto_insert_metric_name=False,
+        dirpath=str(ckpt_dir),
+        filename="best",
+        monitor="val/acc1",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
     callbacks: list = [checkpoint, TQDMProgressBar(refresh_rate=cfg.callbacks.progress_refresh)]
     if cfg.callbacks.early_stopping.enabled:
@@ -153,9 +161,13 @@ def train(cfg: DictConfig) -> float:
     test_metrics: dict[str, float] = {}
     if cfg.test:
         best = checkpoint.best_model_path or None
-        eval_trainer = pl.Trainer(accelerator=cfg.trainer.get("accelerator", "cpu"), devices=1,
-                                  logger=False, enable_progress_bar=False,
-                                  enable_model_summary=False)
+        eval_trainer = pl.Trainer(
+            accelerator=cfg.trainer.get("accelerator", "cpu"),
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         (test_metrics,) = eval_trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
     if trainer.global_rank != 0:
         return float(best_val or 0.0)

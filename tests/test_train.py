@@ -1,0 +1,232 @@
+"""The trainer through real config composition: family shortcuts, learning, resume, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytest
+from conftest import needs_fmnist
+from omegaconf import DictConfig
+
+import zoo
+from zoo.cli import CONF_DIR
+from zoo.errors import UserError
+from zoo.tools.gen_model_configs import FAMILY_SHORTCUTS, expected_configs
+from zoo.training.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_TINY = [
+    "data=synthetic",
+    "data.num_samples=96",
+    "data.num_test=32",
+    "data.val_size=32",
+    "data.batch_size=16",
+    "threads=2",
+]
+
+
+def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra.compose(config_name, overrides=overrides)
+
+
+def run_train(tmp_path: Path, overrides: list[str]) -> dict:
+    cfg = compose([f"output_dir={tmp_path}", *overrides])
+    train(cfg)
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_every_registered_model_has_a_config() -> None:
+    expected = expected_configs()
+    stale = [
+        n
+        for n, text in expected.items()
+        if not (CONF_DIR / "model" / f"{n}.yaml").is_file()
+        or (CONF_DIR / "model" / f"{n}.yaml").read_text() != text
+    ]
+    assert not stale, f"run `python -m zoo.tools.gen_model_configs`: stale {stale}"
+
+
+@pytest.mark.parametrize("shortcut", sorted(FAMILY_SHORTCUTS))
+def test_family_shortcut_trains_a_few_steps(shortcut: str, tmp_path: Path) -> None:
+    if not zoo.is_model(FAMILY_SHORTCUTS[shortcut]):
+        pytest.skip(f"{FAMILY_SHORTCUTS[shortcut]} is not registered")
+    size = "data.image_size=28" if shortcut != "odenet" else "data.image_size=28"
+    results = run_train(
+        tmp_path,
+        [
+            f"model={shortcut}",
+            "trainer=debug",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            *SYNTHETIC_TINY,
+            size,
+            "data.in_chans=1",
+        ],
+    )
+    assert results["model"] == FAMILY_SHORTCUTS[shortcut]
+    assert results["epochs"] == 1 and results["global_steps"] == 2
+    for key in ("num_params", "macs", "wall_time_s", "best_val_acc1", "test_acc1", "test_loss"):
+        assert results[key] is not None, key
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "metrics.csv").is_file()
+
+
+@needs_fmnist
+def test_lenet5_learns_fashion_mnist_subset(tmp_path: Path) -> None:
+    results = run_train(
+        tmp_path,
+        [
+            "model=lenet5",
+            "trainer.max_epochs=1",
+            "data.train_subset=8000",
+            "data.val_size=1000",
+            "data.batch_size=64",
+            "optim.lr=0.05",
+        ],
+    )
+    assert results["test_acc1"] > 0.70
+    assert results["dataset"] == "fashion_mnist" and results["data"]["test"] == 10_000
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    args = ["model=lenet5", "trainer.max_epochs=1", *SYNTHETIC_TINY, "data.image_size=28"]
+    a = run_train(tmp_path / "a", args)
+    b = run_train(tmp_path / "b", args)
+    assert a["test_loss"] == b["test_loss"] and a["best_val_acc1"] == b["best_val_acc1"]
+
+
+def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    args = [
+        "model=lenet5",
+        "trainer.max_epochs=4",
+        "data=synthetic",
+        "data.num_samples=1200",
+        "data.image_size=28",
+        "data.in_chans=1",
+        "data.batch_size=32",
+        "threads=1",
+    ]
+    full = _cli([*args, f"hydra.run.dir={tmp_path / 'full'}"])
+    killed_dir = tmp_path / "killed"
+    victim = _cli([*args, f"hydra.run.dir={killed_dir}"])
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.is_file() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (killed_dir / "results.json").exists()
+    resumed = _cli([*args, f"hydra.run.dir={killed_dir}", "ckpt_path=last"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:]
+    a = json.loads((tmp_path / "full" / "results.json").read_text())
+    b = json.loads((killed_dir / "results.json").read_text())
+    for key in ("epochs", "global_steps", "best_val_acc1", "test_acc1", "test_loss"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    proc = _cli(
+        [
+            "model=lenet5",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32",
+            "trainer.max_epochs=1",
+            "data=synthetic",
+            "data.num_samples=256",
+            "data.image_size=28",
+            "data.in_chans=1",
+            "data.batch_size=32",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    # 224 training images, 2 processes, batch 32: 3 steps each (drop_last) instead of 7.
+    assert results["global_steps"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_experiment_configs_compose(name: str) -> None:
+    cfg = compose([f"experiment={name}"])
+    assert zoo.is_model(cfg.model.name) or pytest.skip(f"{cfg.model.name} not registered yet")
+    assert cfg.trainer.max_epochs > 0
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+)
+def test_sweep_configs_compose(name: str) -> None:
+    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = hydra.compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model=resnett"], "unknown model 'resnett'; did you mean: resnet"),
+        (["data=fmnist"], "unknown data 'fmnist'; did you mean: mnist, fashion_mnist"),
+        (["optim.lrr=0.1"], "unknown config key 'optim.lrr'; did you mean: optim.lr?"),
+        (["model=resnet", "model.shortcutt=A"], "did you mean: model.shortcut?"),
+    ],
+)
+def test_bad_overrides_one_line_exit_2(args: list[str], expected: str) -> None:
+    proc = _cli(args)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_data_names_where_it_looked(tmp_path: Path) -> None:
+    cfg = compose([f"output_dir={tmp_path}", "data=cifar10", f"data.root={tmp_path}"])
+    with pytest.raises(UserError, match=r"data_batch_1.*not found in .*data.root"):
+        train(cfg)
+
+
+def test_bad_builder_argument_is_a_user_error(tmp_path: Path) -> None:
+    cfg = compose([f"output_dir={tmp_path}", *SYNTHETIC_TINY, "model=resnet", "model.shortcut=C"])
+    with pytest.raises(UserError, match="shortcut"):
+        train(cfg)
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:
+    cfg = compose(
+        [
+            f"output_dir={tmp_path}",
+            *SYNTHETIC_TINY,
+            "data.image_size=28",
+            "model=lenet5",
+            "optim.lr=1e12",
+            "trainer.max_epochs=3",
+        ]
+    )
+    with pytest.raises(UserError, match="loss became (nan|inf).*lower the learning rate"):
+        train(cfg)
