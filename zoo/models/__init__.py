@@ -6,3 +6,4 @@ from zoo.models import densenet
 from zoo.models import alexnet
 from zoo.models import vgg
 from zoo.models import googlenet
+from zoo.models import cliquenet

@@ -1,0 +1,476 @@
+"""CliqueNet: convolutional networks with alternately updated clique blocks.
+
+Yang, Zhong, Shen, Lin, "Convolutional Neural Networks with Alternately Updated Clique", CVPR 2018,
+arXiv:1802.10419. Re-implemented from the paper (Table 1: the update rule; §3.2–3.3: multi-scale
+feature strategy, transition with attention, bottleneck and compression) and the authors' code
+(``iboing/CliqueNet``: ``models/utils.py`` for CIFAR, ``imagenet_pytorch/`` for ImageNet).
+
+A clique block has an input X0 and L layers, every pair of layers connected both ways:
+
+- Stage-I: ``X_i = f(W_0i * X0 + sum_{l<i} W_li * X_l)`` (DenseNet-like initialisation);
+- Stage-II (once), for i = 1..L in order:
+  ``X_i = f(sum_{l<i} W_li * X_l^II + sum_{m>i} W_mi * X_m^I)``, so each layer reads the
+  latest version of every other layer and X0 is no longer an input.
+
+f is pre-activation BN-ReLU-conv. The kernels W_li (l<i) serve both stages, W_0i Stage-I only, W_mi
+(m>i) Stage-II only; BatchNorm is separate per layer and per stage. Each update is one convolution
+over the concatenated inputs with the matching kernels concatenated: all kernels into layer i are
+stored packed in ``pair_weights[i]`` (sources in ascending order), so Stage-II uses the whole tensor
+and Stage-I a leading slice of it — the shared kernels are literally the same storage.
+
+Stage-II features go through the transition (BN-ReLU-1×1 conv keeping the width, dropout, optional
+channel attention, 2×2 average pool) to the next block; {X0, Stage-II} of every block goes, through
+optional compression, to BN-ReLU-global pooling, and all blocks' vectors meet in one FC layer.
+
+Options: A attentional transition (SE-style, reduction 2, with biases), B bottleneck (the clique
+kernels become 1×1 to k channels, then a 3×3 k→k conv per layer shared by both stages; T counts both
+convs), C compression (1×1 conv to half the channels on the classifier path only).
+
+Deliberate choices (see docs/cliquenet.md): convolution init is the official PyTorch code's
+fan-out normal N(0, 2/(k²·out)); the CIFAR models put dropout (default 0.2) after every conv but the
+stem as the official TF code does; the ImageNet models have none, as the official PyTorch code.
+``cliquenet_k150_t30_abc`` is built with the official code's layout (5 nodes per block, 1×1 + 3×3
+each), which gives 10.48M parameters; the paper's table says 10.02M, a figure no layout of the
+released code reproduces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from zoo.models.base import ZooModel, make_linear_head
+from zoo.registry import register_model
+
+PAPER = (
+    "Convolutional Neural Networks with Alternately Updated Clique "
+    "(Yang et al., CVPR 2018, arXiv:1802.10419)"
+)
+STAGES = ("I+I", "I+II", "II+II")
+
+
+def _bn_relu_conv(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, padding: int):
+    return F.conv2d(F.relu(bn(x)), weight, padding=padding)
+
+
+class CliqueBlock(nn.Module):
+    """One clique block: Stage-I, then (optionally partial) Stage-II.
+
+    ``forward(x0)`` returns ``(stage1, stage2)``, two lists of the L layer outputs; ``stage2[i]`` is
+    ``stage1[i]`` for layers outside the feedback (``feedback_layers``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        growth: int,
+        num_layers: int,
+        bottleneck: bool = False,
+        drop_rate: float = 0.0,
+        feedback_layers: int | None = None,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        L, k = num_layers, growth
+        self.in_channels, self.growth, self.num_layers = in_channels, k, L
+        self.feedback_layers = L if feedback_layers is None else int(feedback_layers)
+        if not 0 <= self.feedback_layers <= L:
+            raise ValueError(f"feedback_layers must be in 0..{L}, got {feedback_layers}")
+        self.bottleneck = bottleneck
+        self.kernel_size = 1 if bottleneck else 3
+        self.drop_rate = float(drop_rate)
+        self.memory_efficient = memory_efficient
+        ks = self.kernel_size
+        # input_weights[i] = W_0i; pair_weights[i] = [W_1i … W_Li without W_ii] packed on dim 1.
+        # Layers outside the feedback only need their Stage-I sources (l < i).
+        self.input_weights = nn.ParameterList(
+            nn.Parameter(torch.empty(k, in_channels, ks, ks)) for _ in range(L)
+        )
+        self.pair_weights = nn.ParameterList(
+            nn.Parameter(torch.empty(k, (L - 1 if i < self.feedback_layers else i) * k, ks, ks))
+            for i in range(L)
+        )
+        self.bn_stage1 = nn.ModuleList(nn.BatchNorm2d(in_channels + i * k) for i in range(L))
+        self.bn_stage2 = nn.ModuleList(
+            nn.BatchNorm2d((L - 1) * k) for _ in range(self.feedback_layers)
+        )
+        for w in [*self.input_weights, *self.pair_weights]:  # the official fan-out normal init
+            nn.init.normal_(w, 0, (2.0 / (k * ks * ks)) ** 0.5)
+        if bottleneck:
+            self.bottleneck_convs = nn.ModuleList(
+                nn.Conv2d(k, k, 3, padding=1, bias=False) for _ in range(L)
+            )
+            self.bn_b_stage1 = nn.ModuleList(nn.BatchNorm2d(k) for _ in range(L))
+            self.bn_b_stage2 = nn.ModuleList(nn.BatchNorm2d(k) for _ in range(self.feedback_layers))
+
+    def edge_weight(self, source: int, target: int) -> torch.Tensor:
+        """W_{source,target} (layers 1..L, 0 = block input): a view of the packed storage."""
+        if source == 0:
+            return self.input_weights[target - 1]
+        if source == target:
+            raise ValueError("a layer has no edge to itself")
+        slot = source - 1 if source < target else source - 2
+        k = self.growth
+        return self.pair_weights[target - 1][:, slot * k : (slot + 1) * k]
+
+    def stage1_weight(self, i: int) -> torch.Tensor:
+        """Layer i's (0-based) Stage-I kernels, concatenated: [W_0i, W_1i … W_{i-1}i]."""
+        return torch.cat([self.input_weights[i], self.pair_weights[i][:, : i * self.growth]], 1)
+
+    def _update(
+        self,
+        inputs: list[torch.Tensor],
+        bn: nn.BatchNorm2d,
+        weight: torch.Tensor,
+        i: int,
+        bn_b: nn.BatchNorm2d | None,
+    ) -> torch.Tensor:
+        def concat_bn_relu_conv(*xs: torch.Tensor) -> torch.Tensor:
+            return _bn_relu_conv(torch.cat(xs, 1), bn, weight, self.kernel_size // 2)
+
+        if self.memory_efficient and torch.is_grad_enabled():
+            out = cp.checkpoint(concat_bn_relu_conv, *inputs, use_reentrant=False)
+        else:
+            out = concat_bn_relu_conv(*inputs)
+        if self.drop_rate > 0:
+            out = F.dropout(out, self.drop_rate, self.training)
+        if bn_b is not None:
+            out = _bn_relu_conv(out, bn_b, self.bottleneck_convs[i].weight, 1)
+            if self.drop_rate > 0:
+                out = F.dropout(out, self.drop_rate, self.training)
+        return out
+
+    def forward(self, x0: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        stage1: list[torch.Tensor] = []
+        for i in range(self.num_layers):
+            bn_b = self.bn_b_stage1[i] if self.bottleneck else None
+            stage1.append(
+                self._update([x0, *stage1], self.bn_stage1[i], self.stage1_weight(i), i, bn_b)
+            )
+        latest = list(stage1)
+        for i in range(self.feedback_layers):
+            bn_b = self.bn_b_stage2[i] if self.bottleneck else None
+            others = latest[:i] + latest[i + 1 :]
+            latest[i] = self._update(others, self.bn_stage2[i], self.pair_weights[i], i, bn_b)
+        return stage1, latest
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation with reduction 2 (CliqueNet's attentional transition, option A)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // 2)
+        self.fc2 = nn.Linear(channels // 2, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        return x * w[:, :, None, None]
+
+
+class Transition(nn.Module):
+    """BN-ReLU-1×1 conv (width kept) - dropout - [attention] - 2×2 average pool."""
+
+    def __init__(self, channels: int, attention: bool, drop_rate: float) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
+        self.drop_rate = drop_rate
+        self.attention = ChannelAttention(channels) if attention else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(self.conv(F.relu(self.bn(x))), self.drop_rate, self.training)
+        if self.attention is not None:
+            x = self.attention(x)
+        return F.avg_pool2d(x, 2)
+
+
+class Compression(nn.Module):
+    """BN-ReLU-1×1 conv to half the channels - dropout (option C, classifier path only)."""
+
+    def __init__(self, channels: int, drop_rate: float) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv = nn.Conv2d(channels, channels // 2, 1, bias=False)
+        self.drop_rate = drop_rate
+        self.out_channels = channels // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.conv(F.relu(self.bn(x))), self.drop_rate, self.training)
+
+
+class CliqueNet(ZooModel):
+    """Stem, clique blocks with transitions, and the multi-scale classifier.
+
+    ``forward_features`` returns the concatenated pooled block features (the multi-scale
+    representation); ``forward_head`` applies dropout-free FC.
+    """
+
+    def __init__(
+        self,
+        growth: Sequence[int],
+        layers: Sequence[int],
+        num_classes: int = 10,
+        in_chans: int = 3,
+        stem: str = "cifar",
+        attention: bool = False,
+        bottleneck: bool = False,
+        compression: bool = False,
+        drop_rate: float = 0.0,
+        stages: str = "II+II",
+        feedback_layers: int | None = None,
+        memory_efficient: bool = False,
+        stem_channels: int = 64,
+    ) -> None:
+        super().__init__()
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {stages!r}")
+        if len(growth) != len(layers):
+            raise ValueError("growth and layers need one entry per block")
+        self.stages = stages
+        if stem == "cifar":
+            self.stem: nn.Module = nn.Conv2d(in_chans, stem_channels, 3, padding=1, bias=False)
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, stem_channels, 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(stem_channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            )
+        feedback = 0 if stages == "I+I" else feedback_layers
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        self.compress = nn.ModuleList()
+        self.head_norms = nn.ModuleList()
+        channels = stem_channels
+        head_features = 0
+        for b, (k, n) in enumerate(zip(growth, layers, strict=True)):
+            self.blocks.append(
+                CliqueBlock(
+                    channels,
+                    k,
+                    n,
+                    bottleneck,
+                    drop_rate,
+                    None if feedback is None else min(feedback, n),
+                    memory_efficient,
+                )
+            )
+            block_feature = channels + n * k
+            if compression:
+                self.compress.append(Compression(block_feature, drop_rate))
+                block_feature //= 2
+            self.head_norms.append(nn.BatchNorm2d(block_feature))
+            head_features += block_feature
+            if b < len(layers) - 1:
+                self.transitions.append(Transition(n * k, attention, drop_rate))
+            channels = n * k
+        self.num_features = head_features
+        self.num_classes = num_classes
+        self.fc = make_linear_head(head_features, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        pooled = []
+        for b, block in enumerate(self.blocks):
+            stage1, stage2 = block(x)
+            block_feature = torch.cat([x, *(stage2 if self.stages == "II+II" else stage1)], 1)
+            if len(self.compress):
+                block_feature = self.compress[b](block_feature)
+            pooled.append(F.relu(self.head_norms[b](block_feature)).mean((2, 3)))
+            if b < len(self.transitions):
+                x = self.transitions[b](torch.cat(stage1 if self.stages == "I+I" else stage2, 1))
+        return torch.cat(pooled, 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = make_linear_head(self.num_features, num_classes)
+
+
+# ---- the authors' ImageNet checkpoint -----------------------------------------------------------
+
+
+def is_official_state_dict(state_dict: dict) -> bool:
+    """True for a state dict in the layout of the authors' ``imagenet_pytorch/cliquenet.py``."""
+    return any(k.removeprefix("module.").startswith("list_block.") for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict[str, torch.Tensor]:
+    """Map the authors' keys (``module.list_block.N.conv_param.M.weight`` …) onto ours.
+
+    Their block keeps one 1×1 conv per edge in ``conv_param`` at slot ``i*(L+1)+j`` for edge i→j
+    (slot j for the block input); we pack all kernels into layer j in ``pair_weights[j-1]``.
+    """
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    out: dict[str, torch.Tensor] = {}
+    renames = {"fir_trans.weight": "stem.0.weight", "fc.weight": "fc.weight", "fc.bias": "fc.bias"}
+    for key, value in sd.items():
+        if key in renames:
+            out[renames[key]] = value
+        elif key.startswith("fir_bn."):
+            out["stem.1." + key.removeprefix("fir_bn.")] = value
+        elif key.startswith("list_trans."):
+            out["transitions." + key.removeprefix("list_trans.")] = value
+        elif key.startswith("list_compress."):
+            out["compress." + key.removeprefix("list_compress.")] = value
+        elif key.startswith("list_gb."):
+            b, _, rest = key.removeprefix("list_gb.").partition(".bn.")
+            out[f"head_norms.{b}.{rest}"] = value
+    blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("list_block.")})
+    simple = {
+        "forward_bn": "bn_stage1",
+        "loop_bn": "bn_stage2",
+        "forward_bn_b": "bn_b_stage1",
+        "loop_bn_b": "bn_b_stage2",
+        "conv_param_bottle": "bottleneck_convs",
+    }
+    for b in blocks:
+        prefix = f"list_block.{b}."
+        num_layers = len({k.split(".")[3] for k in sd if k.startswith(prefix + "forward_bn.")})
+        for key, value in sd.items():
+            if not key.startswith(prefix):
+                continue
+            name, idx, rest = key.removeprefix(prefix).split(".", 2)
+            if name in simple:
+                out[f"blocks.{b}.{simple[name]}.{idx}.{rest}"] = value
+        for j in range(1, num_layers + 1):
+            out[f"blocks.{b}.input_weights.{j - 1}"] = sd[f"{prefix}conv_param.{j}.weight"]
+            sources = [i for i in range(1, num_layers + 1) if i != j]
+            out[f"blocks.{b}.pair_weights.{j - 1}"] = torch.cat(
+                [sd[f"{prefix}conv_param.{i * (num_layers + 1) + j}.weight"] for i in sources], 1
+            )
+    return out
+
+
+# ---- registered models --------------------------------------------------------------------------
+
+_CIFAR_OPTIONS = "attention, bottleneck, compression"
+
+
+def _register_cifar(k: int, t: int, options: str, paper_params: str) -> None:
+    a, b, c = "a" in options, "b" in options, "c" in options
+    layers = t // 3 // (2 if b else 1)
+    name = f"cliquenet_k{k}_t{t}" + (f"_{options}" if options else "")
+
+    def builder(
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        stages: str = "II+II",
+        feedback_layers: int | None = None,
+        memory_efficient: bool = False,
+    ) -> CliqueNet:
+        return CliqueNet(
+            (k, k, k),
+            (layers,) * 3,
+            num_classes,
+            in_chans,
+            "cifar",
+            a,
+            b,
+            c,
+            drop_rate,
+            stages,
+            feedback_layers,
+            memory_efficient,
+        )
+
+    flags = "+".join(o.upper() for o in options) or "no A/B/C"
+    builder.__doc__ = (
+        f"CliqueNet k={k}, T={t} ({flags}; {layers} layers per block), "
+        f"Yang et al. CIFAR table: {paper_params} params."
+    )
+    builder.__name__ = builder.__qualname__ = name
+    register_model(family="cliquenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)(builder)
+    globals()[name] = builder
+
+
+for _k, _t, _opts, _params in [
+    (36, 12, "", "0.94M"),
+    (64, 15, "", "4.49M"),
+    (80, 15, "", "6.94M"),
+    (80, 18, "", "10.14M"),
+    (36, 12, "a", "0.98M"),
+    (36, 12, "c", "1.04M"),
+    (36, 12, "ac", "1.08M"),
+    (80, 15, "ac", "8.0M"),
+    (12, 36, "", "1.05M"),
+    (24, 18, "", "0.99M"),
+    (150, 30, "abc", "10.02M in the paper, 10.48M in the official code's layout"),
+]:
+    _register_cifar(_k, _t, _opts, _params)
+
+IMAGENET_CONFIGS = {
+    "s0": ((5, 6, 6, 6), (36, 64, 100, 80), "5.7M"),
+    "s1": ((5, 6, 6, 6), (36, 80, 120, 100), "7.96M"),
+    "s2": ((5, 5, 6, 6), (36, 80, 150, 120), "10.0M"),
+    "s3": ((6, 6, 6, 6), (40, 80, 160, 160), "13.17M"),
+}
+
+
+def _register_imagenet(size: str, attention: bool, paper_params: str) -> None:
+    layers, growth, _ = IMAGENET_CONFIGS[size]
+    name = f"cliquenet_{size}" + ("_a" if attention else "")
+
+    def builder(
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        stages: str = "II+II",
+        feedback_layers: int | None = None,
+        memory_efficient: bool = False,
+    ) -> CliqueNet:
+        return CliqueNet(
+            growth,
+            layers,
+            num_classes,
+            in_chans,
+            "imagenet",
+            attention,
+            True,
+            True,
+            drop_rate,
+            stages,
+            feedback_layers,
+            memory_efficient,
+        )
+
+    builder.__doc__ = (
+        f"CliqueNet-{size.upper()}{'' if attention else '*'} (Yang et al. ImageNet "
+        f"table; layers {layers}, k {growth}, B+C{'+A' if attention else ''}): "
+        f"{paper_params} params."
+    )
+    builder.__name__ = builder.__qualname__ = name
+    register_model(family="cliquenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)(
+        builder
+    )
+    globals()[name] = builder
+
+
+for _size, (_, _, _params) in IMAGENET_CONFIGS.items():
+    _register_imagenet(_size, False, _params)
+_register_imagenet("s2", True, "11.0M")
+_register_imagenet("s3", True, "14.38M")
