@@ -1,26 +1,444 @@
-"""Pretrained weights: tags, local files, URLs; safe loading and adaptation.
+"""Pretrained weights: tags, local files and URLs; safe loading; format detection; adaptation.
 
-Minimal foundation version: local state_dict files loaded strictly with ``weights_only=True``.
+``create_model(name, pretrained=...)`` calls ``load_pretrained`` with ``True`` (the model's default
+tag), a tag (``"tv_in1k"``…), a local file (.pth .pt .bin .tar .safetensors .ckpt) or a URL. Files
+are read with ``torch.load(weights_only=True)`` or safetensors: a checkpoint can never run code.
+
+Detected formats: torchvision and timm state dicts (timm's VGG head renamed to ours), DataParallel
+``module.`` prefixes, ``{"state_dict": ...}``/``{"model": ...}`` wrappers, the zoo's Lightning
+checkpoints (``model.`` prefix) and the CliqueNet authors' ImageNet checkpoint.
+
+Adaptation: a different ``in_chans`` adapts the first convolution (sum over RGB for one channel,
+repeat and rescale otherwise); a different ``num_classes`` re-initialises the classifier (logged).
+Anything else that does not fit is an error listing the missing, unexpected and mismatched keys.
+
+Downloads go to ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME``), are SHA-256 checked, and
+``ZOO_OFFLINE=1`` forbids them: then the error names the file to place there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.errors import UserError
 
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class PretrainedTag:
+    """Where a set of weights comes from and what it was trained on."""
+
+    source: str  # a URL, or a path relative to the repository's weights/ folder
+    dataset: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sha256: str | None = None  # full hash, or the prefix torchvision puts in its file names
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def filename(self) -> str:
+        return self.source.rstrip("/").split("/")[-1].split("?")[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "filename": self.filename}
+
+
+def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """torchvision's ImageNet weights for the shared models, read from its installed metadata."""
+    import torchvision
+
+    names = [
+        "alexnet",
+        "googlenet",
+        *[f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")],
+        *[f"resnet{d}" for d in (18, 34, 50, 101, 152)],
+        *[f"densenet{d}" for d in (121, 161, 169, 201)],
+    ]
+    tags: dict[str, dict[str, PretrainedTag]] = {}
+    for name in names:
+        enum = torchvision.models.get_model_weights(name)
+        for member, tag in (("IMAGENET1K_V1", "tv_in1k"), ("IMAGENET1K_V2", "tv2_in1k")):
+            if not hasattr(enum, member):
+                continue
+            w = getattr(enum, member)
+            prefix = re.search(r"-([0-9a-f]{8,})\.pth$", w.url)
+            metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            tags.setdefault(name, {})[tag] = PretrainedTag(
+                source=w.url,
+                dataset="ImageNet-1k",
+                num_classes=1000,
+                input_size=(3, 224, 224),
+                mean=IMAGENET_MEAN,
+                std=IMAGENET_STD,
+                sha256=prefix.group(1) if prefix else None,
+                metrics={"top1": metrics.get("acc@1"), "top5": metrics.get("acc@5")},
+                notes=f"torchvision {member}",
+            )
+    return tags
+
+
+_TIMM_TAGS = {
+    # timm's ResNet-50 "A1" recipe (Wightman et al. 2021, arXiv:2110.00476); torchvision key names.
+    "resnet50": {
+        "timm_a1_in1k": PretrainedTag(
+            source="https://huggingface.co/timm/resnet50.a1_in1k/resolve/main/model.safetensors",
+            dataset="ImageNet-1k",
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            notes="timm resnet50.a1_in1k (HF hub); no published hash; accuracy in timm's tables",
+        )
+    },
+    "resnet18": {
+        "timm_a1_in1k": PretrainedTag(
+            source="https://huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors",
+            dataset="ImageNet-1k",
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            notes="timm resnet18.a1_in1k (HF hub); no published hash; accuracy in timm's tables",
+        )
+    },
+}
+
+_CLIQUENET_TAGS = {
+    "cliquenet_s3_a": {
+        "official_in1k": PretrainedTag(
+            source="https://drive.google.com/open?id=1IcsmIrTYmxd62Whh5nf8Z7grcCxNAfDk",
+            dataset="ImageNet-1k",
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            metrics={"top1": 75.99, "top5": 92.85},
+            notes="the authors' release (Google Drive, no hash published; paper: 24.01% "
+            "top-1 error). Google Drive needs a browser: download it by hand and pass its path.",
+        )
+    },
+}
+
+
+def _own_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """Our Fashion-MNIST weights, described by weights/<name>.json beside each file."""
+    tags: dict[str, dict[str, PretrainedTag]] = {}
+    for meta_path in sorted(WEIGHTS_DIR.glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        data = meta.get("data", {})
+        tags.setdefault(meta["model"], {})[meta.get("tag", "fmnist")] = PretrainedTag(
+            source=meta_path.with_suffix(".safetensors").name,
+            dataset=data.get("name", "?"),
+            num_classes=meta["model_kwargs"]["num_classes"],
+            input_size=(data.get("in_chans", 1), *data.get("image_size", (28, 28))),
+            mean=tuple(data.get("mean", ())),
+            std=tuple(data.get("std", ())),
+            sha256=meta.get("sha256"),
+            metrics=meta.get("metrics", {}),
+            notes=meta.get("command", ""),
+        )
+    return tags
+
+
+_TAGS: dict[str, dict[str, PretrainedTag]] | None = None
+
+
+def all_tags() -> dict[str, dict[str, PretrainedTag]]:
+    global _TAGS
+    if _TAGS is None:
+        merged: dict[str, dict[str, PretrainedTag]] = {}
+        for table in (_own_tags(), _torchvision_tags(), _TIMM_TAGS, _CLIQUENET_TAGS):
+            for model, tags in table.items():
+                merged.setdefault(model, {}).update(tags)
+        _TAGS = merged
+    return _TAGS
+
 
 def list_tags(name: str) -> list[str]:
-    """Pretrained tags registered for model ``name`` (none yet)."""
-    return []
+    """Pretrained tags of model ``name``; the first is its default (``pretrained=True``)."""
+    return list(all_tags().get(name, {}))
 
 
-def load_pretrained(model: nn.Module, name: str, source: bool | str) -> None:
-    path = Path(str(source))
-    if source is True or not path.is_file():
-        raise UserError(f"no pretrained weights {source!r} for {name}: give a local .pth path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+def get_tag(name: str, tag: str) -> PretrainedTag:
+    try:
+        return all_tags()[name][tag]
+    except KeyError:
+        known = ", ".join(list_tags(name)) or "none"
+        raise UserError(
+            f"{name} has no pretrained tag {tag!r} (tags: {known}); or give a local file or a URL"
+        ) from None
+
+
+# ---- files, downloads and safe reading ----------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, sha256: str | None = None, filename: str | None = None) -> Path:
+    """Fetch ``url`` once into the hub cache, checking the SHA-256 (full or prefix)."""
+    target = cache_dir() / (filename or url.rstrip("/").split("/")[-1].split("?")[0])
+    if not target.is_file():
+        if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
+            raise UserError(
+                f"offline (ZOO_OFFLINE is set): place {target.name} at {target} (from {url})"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise UserError(
+                f"could not download {url} ({err}); without network, place "
+                f"{target.name} at {target}"
+            ) from None
+        os.replace(tmp, target)
+    if sha256:
+        digest = _sha256(target)
+        if not digest.startswith(sha256.lower()):
+            target.unlink()
+            raise UserError(
+                f"SHA-256 mismatch for {target.name}: expected {sha256}…, got "
+                f"{digest[:16]}…; the file was removed, download it again"
+            )
+    return target
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Read a weights file without executing pickled code."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(
+            f"refusing to load {path.name}: it holds pickled objects beyond plain "
+            f"tensors ({first[:160]}); only weights files are accepted"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise UserError(f"{path} is not a readable weights file ({str(err)[:160]})") from None
+
+
+def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Find the tensors in a checkpoint: Lightning, {"state_dict"}, {"model"}, DataParallel."""
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if sd and all(k.startswith("model.") for k in sd):  # the zoo's LightningModule
+        sd = {k.removeprefix("model."): v for k, v in sd.items()}
+    return sd
+
+
+def convert_known_formats(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The CliqueNet authors' layout and timm's VGG head onto our (torchvision) names."""
+    from zoo.models.cliquenet import convert_official_state_dict, is_official_state_dict
+
+    if is_official_state_dict(sd):
+        return convert_official_state_dict(sd)
+    if "pre_logits.fc1.weight" in sd and "head.fc.weight" in sd:  # timm VGG
+        sd = dict(sd)
+        fc1 = sd.pop("pre_logits.fc1.weight")
+        sd["classifier.0.weight"] = fc1.reshape(fc1.shape[0], -1)
+        sd["classifier.0.bias"] = sd.pop("pre_logits.fc1.bias")
+        sd["classifier.3.weight"] = sd.pop("pre_logits.fc2.weight").flatten(1)
+        sd["classifier.3.bias"] = sd.pop("pre_logits.fc2.bias")
+        sd["classifier.6.weight"] = sd.pop("head.fc.weight")
+        sd["classifier.6.bias"] = sd.pop("head.fc.bias")
+    return sd
+
+
+# ---- adaptation ---------------------------------------------------------------------------------
+
+
+def first_conv_key(model: nn.Module) -> str | None:
+    """The weight of the first convolution in module order (the one that reads the image)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return f"{name}.weight"
+    for name, p in model.named_parameters():  # packed conv kernels (e.g. a CliqueNet stem-less)
+        if p.ndim == 4:
+            return name
+    return None
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """timm's rule: sum over channels for 1 input channel; repeat and rescale otherwise."""
+    src = weight.shape[1]
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_chans // src)
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (src / in_chans)
+
+
+def classifier_keys(model: nn.Module) -> set[str]:
+    heads = [model.get_classifier()] if hasattr(model, "get_classifier") else []
+    heads += [m for n, m in model.named_modules() if n in ("aux1.fc2", "aux2.fc2")]
+    ids = {id(h) for h in heads}
+    return {
+        f"{n}.{p}"
+        for n, m in model.named_modules()
+        if id(m) in ids
+        for p, _ in m.named_parameters(recurse=False)
+    }
+
+
+def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> dict:
+    """Fit ``sd`` to ``model``: first conv channels, classifier size; error on anything else."""
+    own = model.state_dict()
+    sd = dict(sd)
+    conv = first_conv_key(model)
+    if conv and conv in sd and sd[conv].ndim == 4 and sd[conv].shape[1] != own[conv].shape[1]:
+        log.info(
+            "%s: adapting %s from %d to %d input channels",
+            name,
+            conv,
+            sd[conv].shape[1],
+            own[conv].shape[1],
+        )
+        sd[conv] = adapt_input_conv(sd[conv], own[conv].shape[1])
+    reset = [k for k in classifier_keys(model) if k in sd and sd[k].shape != own[k].shape]
+    if reset:
+        log.warning(
+            "%s: checkpoint classifier has %d classes, model %d: re-initialised %s",
+            name,
+            sd[reset[0]].shape[0],
+            own[reset[0]].shape[0],
+            ", ".join(sorted(reset)),
+        )
+        for k in reset:
+            sd[k] = own[k]
+    optional = tuple(getattr(model, "pretrained_optional_prefixes", ()))
+    unexpected = sorted(k for k in set(sd) - set(own) if not k.startswith(optional))
+    missing = sorted(set(own) - set(sd))
+    mismatched = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or mismatched:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = [
+            f"{len(missing)} missing [{show(missing)}]" if missing else "",
+            f"{len(unexpected)} unexpected [{show(unexpected)}]" if unexpected else "",
+            f"{len(mismatched)} mismatched [{show(mismatched)}]" if mismatched else "",
+        ]
+        raise UserError(f"weights do not fit {name}: " + "; ".join(p for p in parts if p))
+    return {k: v for k, v in sd.items() if k in own}
+
+
+# ---- entry points -------------------------------------------------------------------------------
+
+
+def resolve_source(name: str, source: bool | str) -> Path:
+    """A local file for ``source``: a tag, a path or a URL (downloaded into the cache)."""
+    if source is True:
+        tags = list_tags(name)
+        if not tags:
+            raise UserError(f"{name} has no pretrained weights; give a local file or a URL")
+        source = tags[0]
+    source = str(source)
+    if source in all_tags().get(name, {}):
+        tag = get_tag(name, source)
+        if "://" not in tag.source:
+            return WEIGHTS_DIR / tag.source
+        if "drive.google.com" in tag.source:
+            target = cache_dir() / f"{name}.{source}.pth.tar"
+            if not target.is_file():
+                raise UserError(
+                    f"{name}.{source} is on Google Drive ({tag.source}): download it "
+                    f"in a browser and place it at {target}, or pass its path"
+                )
+            return target
+        return download(tag.source, tag.sha256)
+    if re.match(r"^(https?|file)://", source):
+        return download(source)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        known = ", ".join(list_tags(name)) or "none"
+        raise UserError(
+            f"pretrained={source!r}: no such file, and not a tag of {name} (tags: {known})"
+        )
+    return path
+
+
+def load_pretrained(model: nn.Module, name: str, source: bool | str) -> nn.Module:
+    """Load ``source`` into ``model`` (built by ``create_model``), adapting channels and classes."""
+    path = resolve_source(name, source)
+    sd = convert_known_formats(unwrap_state_dict(read_state_dict(path)))
+    model.load_state_dict(adapt_state_dict(model, sd, name), strict=False)
+    return model
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a zoo Lightning checkpoint (.ckpt) or exported .safetensors + .json."""
+    from zoo.registry import create_model
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise UserError(f"{path.name} needs its model config {meta_path.name} beside it")
+        info = json.loads(meta_path.read_text())
+        sd = read_state_dict(path)
+    else:
+        ckpt = read_state_dict(path)
+        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+        if "model_name" not in hp:
+            raise UserError(
+                f"{path.name} is not a zoo training checkpoint (no model_name); "
+                "use create_model(name, pretrained=path) for plain weights"
+            )
+        info = {
+            "model": hp["model_name"],
+            "model_kwargs": dict(hp["model_kwargs"]),
+            "data": dict(hp.get("data") or {}),
+        }
+        sd = unwrap_state_dict(ckpt)
+    kwargs = dict(info["model_kwargs"])
+    try:
+        model = create_model(info["model"], **kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{path.name}: {err}") from None
+    model.load_state_dict(adapt_state_dict(model, sd, info["model"]), strict=True)
+    return model, info

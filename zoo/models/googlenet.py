@@ -100,6 +100,8 @@ class InceptionAux(nn.Module):
 
 class GoogLeNet(ZooModel):
     aux_loss_weight = 0.3
+    # torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them.
+    pretrained_optional_prefixes = ("aux1.", "aux2.")
 
     def __init__(
         self,
