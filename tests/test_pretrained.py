@@ -1,0 +1,201 @@
+"""Pretrained weights: every source format, URLs with hashes, adaptation, errors and safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import zoo
+from zoo.errors import UserError
+from zoo.pretrained import adapt_input_conv, model_from_checkpoint
+from zoo.tools.export import export
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, size=(2, 3, 32, 32)) -> bool:
+    x = torch.randn(*size)
+    with torch.no_grad():
+        return torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5)
+
+
+def test_state_dict_round_trip_pth_and_safetensors(tmp_path: Path) -> None:
+    src = zoo.create_model("resnet20")
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    save_file(src.state_dict(), tmp_path / "w.safetensors")
+    for name in ("w.pth", "w.safetensors"):
+        loaded = zoo.create_model("resnet20", pretrained=str(tmp_path / name))
+        assert _same_outputs(src, loaded)
+
+
+def test_wrapped_and_dataparallel_checkpoints(tmp_path: Path) -> None:
+    src = zoo.create_model("resnet20")
+    wrapped = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "dp.pth.tar")
+    assert _same_outputs(src, zoo.create_model("resnet20", pretrained=str(tmp_path / "dp.pth.tar")))
+
+
+def test_timm_resnet_state_dict_loads(tmp_path: Path) -> None:
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    torch.save(ref.state_dict(), tmp_path / "timm_r18.pth")
+    ours = zoo.create_model("resnet18", pretrained=str(tmp_path / "timm_r18.pth")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() < 1e-5
+
+
+def test_timm_vgg_head_is_converted(tmp_path: Path) -> None:
+    ref = timm.create_model("vgg11", pretrained=False).eval()
+    torch.save(ref.state_dict(), tmp_path / "timm_vgg11.pth")
+    ours = zoo.create_model("vgg11", pretrained=str(tmp_path / "timm_vgg11.pth")).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() < 1e-4
+
+
+def test_lightning_checkpoint_and_export(tmp_path: Path) -> None:
+    from zoo.training import ZooClassifier
+
+    module = ZooClassifier(
+        "lenet5",
+        {"num_classes": 10, "in_chans": 1},
+        data={"name": "fashion_mnist", "mean": [0.28], "std": [0.35]},
+    )
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    model, info = model_from_checkpoint(tmp_path / "run.ckpt")
+    assert info["model"] == "lenet5" and info["data"]["mean"] == [0.28]
+    assert _same_outputs(module.model, model, (2, 1, 28, 28))
+    meta = export(tmp_path / "run.ckpt", tmp_path / "lenet.safetensors")
+    assert (
+        meta["sha256"] == hashlib.sha256((tmp_path / "lenet.safetensors").read_bytes()).hexdigest()
+    )
+    reloaded, _ = model_from_checkpoint(tmp_path / "lenet.safetensors")
+    assert _same_outputs(module.model, reloaded, (2, 1, 28, 28))
+    direct = zoo.create_model("lenet5", pretrained=str(tmp_path / "lenet.safetensors"))
+    assert _same_outputs(module.model, direct, (2, 1, 28, 28))
+
+
+def test_file_url_with_good_and_bad_hash(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    src = zoo.create_model("lenet5")
+    path = tmp_path / "lenet-weights.pth"
+    torch.save(src.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    from zoo.pretrained import download
+
+    cached = download(path.as_uri(), sha256=digest[:10])
+    assert cached.parent == tmp_path / "hub" / "hub" / "checkpoints" and cached.is_file()
+    assert _same_outputs(src, zoo.create_model("lenet5", pretrained=path.as_uri()), (1, 1, 28, 28))
+    with pytest.raises(UserError, match="SHA-256 mismatch"):
+        download(path.as_uri(), sha256="0" * 64)
+    assert not cached.exists()  # a file with a bad hash is removed
+
+
+def test_offline_switch_names_file_and_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"offline.*resnet18-f37072fd\.pth.*hub/checkpoints"):
+        zoo.create_model("resnet18", pretrained="tv_in1k")
+
+
+def test_in_chans_adaptation() -> None:
+    w = torch.randn(8, 3, 3, 3)
+    assert torch.allclose(adapt_input_conv(w, 1), w.sum(1, keepdim=True))
+    five = adapt_input_conv(w, 5)
+    assert five.shape == (8, 5, 3, 3)
+    assert torch.allclose(five[:, :3], w * 3 / 5) and torch.allclose(five[:, 3:], w[:, :2] * 3 / 5)
+
+
+def test_pretrained_rgb_model_to_grey_and_new_classes(tmp_path: Path, caplog) -> None:
+    src = zoo.create_model("resnet20")
+    torch.save(src.state_dict(), tmp_path / "rgb.pth")
+    with caplog.at_level(logging.WARNING):
+        grey = zoo.create_model(
+            "resnet20", in_chans=1, num_classes=4, pretrained=str(tmp_path / "rgb.pth")
+        )
+    assert "re-initialised" in caplog.text
+    assert torch.allclose(grey.conv1.weight, src.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(grey.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+    # a grey image through the adapted conv equals the RGB image with three equal channels
+    x = torch.randn(2, 1, 32, 32)
+    grey.eval(), src.eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            grey.forward_features(x), src.forward_features(x.expand(-1, 3, -1, -1)), atol=1e-5
+        )
+
+
+def test_architecture_mismatch_lists_keys(tmp_path: Path) -> None:
+    torch.save(zoo.create_model("resnet20").state_dict(), tmp_path / "r20.pth")
+    with pytest.raises(UserError, match=r"do not fit resnet32: \d+ missing \[layer1\.3"):
+        zoo.create_model("resnet32", pretrained=str(tmp_path / "r20.pth"))
+
+
+def test_unknown_tag_and_missing_file() -> None:
+    with pytest.raises(UserError, match="no such file, and not a tag of resnet18.*tv_in1k"):
+        zoo.create_model("resnet18", pretrained="imagenet22k")
+    with pytest.raises(UserError, match="no pretrained weights"):
+        zoo.create_model(
+            "resnet_noshort" if zoo.is_model("resnet_noshort") else "wrn56_2", pretrained=True
+        )
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    torch.save({"state_dict": {}, "payload": _Exploit(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(UserError, match="refusing to load evil.pth"):
+        zoo.create_model("lenet5", pretrained=str(tmp_path / "evil.pth"))
+    assert not marker.exists()
+
+
+def test_tags_describe_their_source() -> None:
+    info = zoo.model_info("resnet50")
+    assert info["pretrained"][0] == "tv_in1k"
+    from zoo.pretrained import get_tag
+
+    tag = get_tag("resnet50", "tv_in1k")
+    assert tag.source.startswith("https://download.pytorch.org/") and tag.sha256
+    assert tag.metrics["top1"] == pytest.approx(76.13) and tag.mean == (0.485, 0.456, 0.406)
+    assert "cliquenet_s3_a" in zoo.list_models(pretrained=True)
+    assert "resnet20_noshort" not in zoo.list_models(pretrained=True)
+
+
+@pytest.mark.parametrize("meta_path", sorted(WEIGHTS.glob("*.json")), ids=lambda p: p.stem)
+def test_published_weights_reach_their_accuracy(meta_path: Path) -> None:
+    from conftest import HAS_FMNIST
+
+    if not HAS_FMNIST:
+        pytest.skip("Fashion-MNIST missing")
+    from zoo.data import FashionMNISTDataModule
+
+    meta = json.loads(meta_path.read_text())
+    weights = meta_path.with_suffix(".safetensors")
+    assert weights.stat().st_size < 5_000_000
+    model, info = model_from_checkpoint(weights)
+    dm = FashionMNISTDataModule(eval_batch_size=1000)
+    dm.setup()
+    mean, std = torch.tensor(info["data"]["mean"]), torch.tensor(info["data"]["std"])
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, 10_000, 1000):
+            x = dm.test_x[i : i + 1000].float() / 255
+            x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+            correct += (model(x).argmax(1) == dm.test_y[i : i + 1000]).sum().item()
+    assert correct / 10_000 == pytest.approx(meta["metrics"]["test_acc1"], abs=2e-3)
