@@ -7,3 +7,4 @@ from zoo.models import alexnet
 from zoo.models import vgg
 from zoo.models import googlenet
 from zoo.models import cliquenet
+from zoo.models import odenet
