@@ -1,0 +1,1 @@
+"""Evaluation tasks behind ``evaluate.py``: ``task=eval`` (metrics of one checkpoint)."""
