@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models
+.PHONY: setup data test test-slow train lint models bench-cliquenet weights
 
 setup: $(STAMP) data
 
@@ -48,3 +48,17 @@ models: setup
 # The main job: LeNet-5 on Fashion-MNIST, 10 epochs on the CPU, then test accuracy and a summary.
 train: setup
 	$(PY) train.py model=lenet5 data=fashion_mnist trainer=cpu
+
+# CliqueNet: fast block vs edge loop, memory-efficient mode (writes docs/cliquenet_bench.json).
+bench-cliquenet: setup
+	$(PY) -m zoo.bench.cliquenet --out docs/cliquenet_bench.json
+
+# Our Fashion-MNIST weights under weights/ (the commands recorded in each weights/*.json).
+weights: setup
+	$(PY) train.py model=lenet5 threads=1 hydra.run.dir=runs/weights/lenet5
+	$(PY) -m zoo.tools.export runs/weights/lenet5/checkpoints/best.ckpt weights/lenet5_fmnist.safetensors \
+		--command "python train.py model=lenet5 threads=1 hydra.run.dir=runs/weights/lenet5"
+	$(PY) train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true \
+		hydra.run.dir=runs/weights/resnet20
+	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
+		--command "python train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true hydra.run.dir=runs/weights/resnet20"

@@ -230,3 +230,11 @@ def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="loss became (nan|inf).*lower the learning rate"):
         train(cfg)
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_main_job_recipe_reaches_89_percent(tmp_path: Path) -> None:
+    """The README's main job (make train): LeNet-5, 10 epochs, Fashion-MNIST, >= 89% test top-1."""
+    results = run_train(tmp_path, ["model=lenet5", "data=fashion_mnist", "trainer=cpu"])
+    assert results["epochs"] == 10 and results["test_acc1"] >= 0.89

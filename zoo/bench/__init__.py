@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m zoo.bench.<name>``; results go to docs/."""
