@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights
+.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet
 
 setup: $(STAMP) data
 
@@ -62,3 +62,7 @@ weights: setup
 		hydra.run.dir=runs/weights/resnet20
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true hydra.run.dir=runs/weights/resnet20"
+
+# ODE-Net: training memory vs NFE with and without the adjoint (writes docs/odenet_bench.json).
+bench-odenet: setup
+	$(PY) -m zoo.bench.odenet --out docs/odenet_bench.json
