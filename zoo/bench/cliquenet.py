@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from zoo.bench import saved_tensor_bytes
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
 
@@ -59,24 +60,6 @@ def time_step(module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: in
         step()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
-    total = 0
-    seen: set[int] = set()
-
-    def pack(t: torch.Tensor):
-        nonlocal total
-        key = t.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = module(x)
-    out.sum().backward()
-    return total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         model = zoo.create_model("cliquenet_k36_t12_ac", memory_efficient=me).train()
         rows[me] = {
-            "saved_MiB": saved_bytes(model, x) / 2**20,
+            "saved_MiB": saved_tensor_bytes(model, x) / 2**20,
             "step_s": time_step(model, x, max(2, args.repeats // 2)),
         }
     result["memory_efficient"] = {

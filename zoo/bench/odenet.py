@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import zoo
+from zoo.bench import saved_tensor_bytes
 from zoo.io import atomic_write_json
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -26,22 +27,9 @@ def saved_bytes_and_nfe(adjoint: bool, tol: float, batch: int) -> dict:
     torch.manual_seed(0)
     model = zoo.create_model("odenet_mnist", adjoint=adjoint, rtol=tol, atol=tol).train()
     x = torch.randn(batch, 1, 28, 28)
-    seen: set[int] = set()
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        key = t.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
     model.reset_step_stats()
     start = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    out.sum().backward()
+    total = saved_tensor_bytes(model, x)
     return {
         "tol": tol,
         "adjoint": adjoint,

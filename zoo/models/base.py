@@ -19,6 +19,7 @@ class ZooModel(nn.Module):
 
     num_classes: int
     num_features: int
+    classifier_name = "fc"  # the attribute holding the final layer, for the defaults below
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -27,10 +28,11 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def get_classifier(self) -> nn.Module:
-        raise NotImplementedError
+        return getattr(self, self.classifier_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        self.num_classes = num_classes
+        setattr(self, self.classifier_name, make_linear_head(self.num_features, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -300,13 +300,6 @@ class CliqueNet(ZooModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_linear_head(self.num_features, num_classes)
-
 
 # ---- the authors' ImageNet checkpoint -----------------------------------------------------------
 

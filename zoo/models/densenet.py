@@ -117,6 +117,8 @@ class DenseNet(ZooModel):
     torchvision names them.
     """
 
+    classifier_name = "classifier"
+
     def __init__(
         self,
         growth_rate: int,
@@ -180,13 +182,6 @@ class DenseNet(ZooModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(F.relu(x), (1, 1)).flatten(1)
         return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = make_linear_head(self.num_features, num_classes)
 
 
 # ---- ImageNet (Table 1; torchvision layout) ------------------------------------------------------

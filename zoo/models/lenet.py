@@ -72,13 +72,6 @@ class LeNet5(ZooModel):
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_linear_head(self.num_features, num_classes)
-
 
 @register_model(family="lenet", paper=PAPER, input_size=(1, 32, 32), num_classes=10)
 def lenet5(

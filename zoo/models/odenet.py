@@ -166,13 +166,6 @@ class ODENet(ZooModel):
         x = self.relu(self.norm(x)).mean((2, 3))
         return x if pre_logits else self.fc(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_linear_head(self.num_features, num_classes)
-
     def reset_step_stats(self) -> None:
         if isinstance(self.features, ODEBlock):
             self.features.func.nfe = 0

@@ -189,13 +189,6 @@ class ResNet(ZooModel):
         x = torch.flatten(self.avgpool(x), 1)
         return x if pre_logits else self.fc(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_linear_head(self.num_features, num_classes)
-
 
 # ---- ImageNet (He et al. Table 1; torchvision layout) -------------------------------------------
 
