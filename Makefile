@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet
+.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet compare
 
 setup: $(STAMP) data
 
@@ -66,3 +66,8 @@ weights: setup
 # ODE-Net: training memory vs NFE with and without the adjoint (writes docs/odenet_bench.json).
 bench-odenet: setup
 	$(PY) -m zoo.bench.odenet --out docs/odenet_bench.json
+
+# The comparison table of every family on Fashion-MNIST at 28x28 (docs/comparison.*), with the
+# accuracy of the training runs found under runs/.
+compare: setup
+	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" hydra.run.dir=docs/comparison

@@ -1,0 +1,64 @@
+"""evaluate.py task=compare on tiny models and a synthetic run: columns, units, files, plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import hydra
+import pytest
+from test_train import SYNTHETIC_TINY, run_train
+
+from zoo.cli import CONF_DIR
+from zoo.errors import UserError
+from zoo.evaluation.compare import COLUMNS, run
+
+
+def _compose(tmp_path: Path, extra: list[str]):
+    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra.compose(
+            "evaluate",
+            overrides=[
+                "task=compare",
+                f"output_dir={tmp_path}",
+                "task.repeats=1",
+                "task.batch=4",
+                *extra,
+            ],
+        )
+
+
+def test_compare_table_with_runs(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        run_train(
+            tmp_path / f"run{seed}",
+            [
+                "model=lenet5",
+                "trainer.max_epochs=1",
+                f"seed={seed}",
+                *SYNTHETIC_TINY,
+                "data.image_size=28",
+                "data.in_chans=1",
+            ],
+        )
+    cfg = _compose(tmp_path / "out", ["models=[lenet5,odenet_mnist]", f"runs=[{tmp_path}/run*]"])
+    rows = run(cfg)
+    lenet, ode = rows
+    assert lenet["params"] == 61_706
+    assert lenet["MACs (M)"] == pytest.approx(0.4165, rel=0.01)  # LeCun's net at 28 padded to 32
+    assert lenet["paper FLOPs (M)"] == pytest.approx(2 * lenet["MACs (M)"])
+    assert lenet["train mem (MiB)"] > 0 and lenet["infer img/s"] > lenet["train img/s"] > 0
+    assert "±" in lenet["test top-1 (%)"] and lenet["runs"].startswith("2 ")
+    assert ode["nfe_forward"] >= 6 and "test top-1 (%)" not in ode
+    out = tmp_path / "out"
+    with open(out / "comparison.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == COLUMNS and len(table) == 2
+    assert "nfe_forward" in (out / "comparison.md").read_text()
+    assert r"\begin{tabular}" in (out / "comparison.tex").read_text()
+    assert (out / "comparison.png").stat().st_size > 1000
+
+
+def test_compare_rejects_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown model"):
+        run(_compose(tmp_path, ["models=[lenet6]"]))

@@ -1,0 +1,235 @@
+"""``python evaluate.py task=compare models=[lenet5,resnet20,...] [runs=[dir,...]|'runs/**']``.
+
+One table per input size: family, parameters, MACs and the papers' FLOPs (2 × MACs), training
+memory at a stated batch (bytes autograd saves for backward), inference and training throughput
+(images/s, warm-up then the median of repeats, the same threads for every model, all in one run)
+and, from training runs (``results.json``), test top-1 as mean ± std over seeds with epochs and
+wall time — beside the papers' CIFAR-10 errors where they exist. Writes ``comparison.md``,
+``comparison.csv``, ``comparison.tex`` and ``comparison.png`` (accuracy against MACs and params,
+one marker per family).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+import zoo
+from zoo.bench import saved_tensor_bytes
+from zoo.complexity import count_macs
+from zoo.errors import UserError
+from zoo.io import atomic_write_bytes, atomic_write_text
+
+# CIFAR-10 test error (%) reported by the papers, with their source.
+PAPER_CIFAR10_ERROR = {
+    "resnet20": (8.75, "He et al. 2016, Table 6"),
+    "resnet32": (7.51, "He et al. 2016, Table 6"),
+    "resnet44": (7.17, "He et al. 2016, Table 6"),
+    "resnet56": (6.97, "He et al. 2016, Table 6"),
+    "resnet110": (6.43, "He et al. 2016, Table 6"),
+    "resnet56_noshort": (13.31, "Li et al. 2018, Fig. 5"),
+    "densenet40_k12": (7.00, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
+    "densenet100_k12": (5.77, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
+    "densenet_bc100_k12": (5.92, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
+    "cliquenet_k36_t12": (5.93, "Yang et al. 2018, CIFAR table"),
+    "cliquenet_k36_t12_ac": (5.61, "Yang et al. 2018, CIFAR table"),
+    "cliquenet_k64_t15": (5.12, "Yang et al. 2018, CIFAR table"),
+    "cliquenet_k80_t15": (5.10, "Yang et al. 2018, CIFAR table"),
+    "cliquenet_k80_t18": (5.06, "Yang et al. 2018, CIFAR table"),
+}
+
+COLUMNS = [
+    "model",
+    "family",
+    "input",
+    "params",
+    "MACs (M)",
+    "paper FLOPs (M)",
+    "train mem (MiB)",
+    "infer img/s",
+    "train img/s",
+    "test top-1 (%)",
+    "runs",
+    "epochs",
+    "wall (s)",
+    "paper C10 err (%)",
+]
+
+
+def _throughput(model: torch.nn.Module, x: torch.Tensor, train: bool, repeats: int) -> float:
+    def step() -> None:
+        if train:
+            out = model(x)
+            (out[0] if isinstance(out, tuple) else out).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+
+    model.train(train)
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return len(x) / statistics.median(times)
+
+
+def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: int) -> dict:
+    """Complexity and speed of one model at ``input_size``, adapted to its channels."""
+    info = zoo.model_info(name)
+    model = zoo.create_model(name, in_chans=input_size[0])
+    x = torch.randn(batch, *input_size)
+    model.train()
+    memory = saved_tensor_bytes(model, x) / 2**20
+    macs = count_macs(model, input_size)
+    row = {
+        "model": name,
+        "family": info["family"],
+        "input": "×".join(map(str, input_size)),
+        "params": sum(p.numel() for p in model.parameters()),
+        "MACs (M)": macs / 1e6,
+        "paper FLOPs (M)": 2 * macs / 1e6,
+        "train mem (MiB)": memory,
+        "infer img/s": _throughput(model, x, False, repeats),
+        "train img/s": _throughput(model, x, True, repeats),
+    }
+    if hasattr(model, "step_stats"):
+        model.train()
+        model.reset_step_stats()
+        model(x).sum().backward()
+        row.update({f"{k}": v for k, v in model.step_stats().items()})
+    return row
+
+
+def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
+    """results.json of training runs, grouped by (model, dataset)."""
+    found: dict[tuple[str, str], list[dict]] = {}
+    for pattern in patterns:
+        paths = [Path(p) for p in glob.glob(str(pattern), recursive=True)]
+        if not paths:
+            raise UserError(f"runs={pattern}: nothing matches")
+        for path in paths:
+            file = path / "results.json" if path.is_dir() else path
+            if file.name != "results.json" or not file.is_file():
+                continue
+            r = json.loads(file.read_text())
+            if r.get("test_acc1") is not None:
+                found.setdefault((r["model"], r["dataset"]), []).append(r)
+    return found
+
+
+def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    for row in rows:
+        matching = [r for (model, _), rs in runs.items() if model == row["model"] for r in rs]
+        if matching:
+            accs = [100 * r["test_acc1"] for r in matching]
+            row["test top-1 (%)"] = (
+                f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+                if len(accs) > 1
+                else f"{accs[0]:.2f}"
+            )
+            row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
+            row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
+            row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
+            row["_acc"] = statistics.mean(accs)
+        paper = PAPER_CIFAR10_ERROR.get(row["model"])
+        row["paper C10 err (%)"] = f"{paper[0]:.2f} ({paper[1]})" if paper else ""
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def to_markdown(rows: list[dict], header: str) -> str:
+    cols = COLUMNS + sorted({k for r in rows for k in r if k.startswith("nfe_")})
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(rows: list[dict]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$").replace("×", "x")
+
+    lines = [
+        r"\begin{tabular}{" + "l" * 3 + "r" * (len(COLUMNS) - 3) + "}",
+        r"\toprule",
+        " & ".join(esc(c) for c in COLUMNS) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(esc(_fmt(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = dict(zip(sorted({r["family"] for r in rows}), "osD^vP*Xh<>", strict=False))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    with_acc = [r for r in rows if "_acc" in r]
+    for ax, key, label in (
+        (axes[0], "MACs (M)", "MACs (M, log)"),
+        (axes[1], "params", "parameters (log)"),
+    ):
+        for r in with_acc or rows:
+            y = r.get("_acc", r["train img/s"])
+            ax.scatter(r[key], y, marker=markers[r["family"]], label=r["family"])
+            ax.annotate(r["model"], (r[key], y), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test top-1 (%)" if with_acc else "train img/s")
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    models = list(cfg.models) or list(cfg.task.default_models)
+    unknown = [m for m in models if not zoo.is_model(m)]
+    if unknown:
+        raise UserError(f"unknown model(s) {unknown}; see zoo.list_models()")
+    torch.manual_seed(0)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    size = tuple(cfg.task.input_size)
+    rows = [measure(m, size, cfg.task.batch, cfg.task.repeats) for m in models]
+    runs = collect_runs(list(cfg.runs)) if cfg.runs else {}
+    rows = build_table(rows, runs)
+    out = Path(cfg.output_dir)
+    header = (
+        f"### Input {rows[0]['input']} — batch {cfg.task.batch}, {torch.get_num_threads()} "
+        f"threads, fp32, {time.strftime('%Y-%m-%d')}"
+    )
+    atomic_write_text(out / "comparison.md", to_markdown(rows, header))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "comparison.csv", buffer.getvalue())
+    atomic_write_text(out / "comparison.tex", to_latex(rows))
+    plot(rows, out / "comparison.png")
+    print(to_markdown(rows, header))
+    return rows
