@@ -70,4 +70,5 @@ bench-odenet: setup
 # The comparison table of every family on Fashion-MNIST at 28x28 (docs/comparison.*), with the
 # accuracy of the training runs found under runs/.
 compare: setup
-	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" hydra.run.dir=docs/comparison
+	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" output_dir=docs \
+		hydra.run.dir=runs/evaluate/compare
