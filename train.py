@@ -1,4 +1,4 @@
-"""Train any zoo model: ``python train.py model=cliquenet data=fashion_mnist`` (see conf/train.yaml)."""
+"""Train any zoo model: ``python train.py model=cliquenet`` (configs in conf/train.yaml)."""
 
 from zoo.cli import run
 from zoo.training.run import train
