@@ -110,7 +110,11 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         n = len(self.labels) // self.world_size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        # drop_last drops a ragged final batch, never the only one: a data set smaller than a batch
+        # still trains (one smaller step per epoch) instead of silently doing nothing.
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
