@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import platform
 import time
 import warnings
@@ -155,7 +156,12 @@ def train(cfg: DictConfig) -> float:
     atomic_write_bytes(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, ckpt_dir))
+    resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
+    try:  # weights_only: a checkpoint file can never run code
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"ckpt_path={resume} is not a zoo training checkpoint ({first})") from None
     wall = time.perf_counter() - start
     best_val = checkpoint.best_model_score
     test_metrics: dict[str, float] = {}
@@ -168,7 +174,11 @@ def train(cfg: DictConfig) -> float:
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        (test_metrics,) = eval_trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        with warnings.catch_warnings():  # the callbacks' state is not needed to test
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint")
+            (test_metrics,) = eval_trainer.test(
+                module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True
+            )
     if trainer.global_rank != 0:
         return float(best_val or 0.0)
 
