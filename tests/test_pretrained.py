@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ from safetensors.torch import save_file
 
 import zoo
 from zoo.errors import UserError
-from zoo.pretrained import adapt_input_conv, model_from_checkpoint
+from zoo.pretrained import (
+    adapt_input_conv,
+    adapt_state_dict,
+    convert_known_formats,
+    list_tags,
+    model_from_checkpoint,
+)
 from zoo.tools.export import export
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -51,11 +58,12 @@ def test_timm_resnet_state_dict_loads(tmp_path: Path) -> None:
         assert (ours(x) - ref(x)).abs().max() < 1e-5
 
 
-def test_timm_vgg_head_is_converted(tmp_path: Path) -> None:
+def test_timm_vgg_head_is_converted() -> None:
+    # in memory: VGG's 120M-parameter head makes a file round trip slow (files are tested above)
     ref = timm.create_model("vgg11", pretrained=False).eval()
-    torch.save(ref.state_dict(), tmp_path / "timm_vgg11.pth")
-    ours = zoo.create_model("vgg11", pretrained=str(tmp_path / "timm_vgg11.pth")).eval()
-    x = torch.randn(1, 3, 224, 224)
+    ours = zoo.create_model("vgg11").eval()
+    ours.load_state_dict(adapt_state_dict(ours, convert_known_formats(ref.state_dict()), "vgg11"))
+    x = torch.randn(1, 3, 64, 64)  # 2x2 features: both heads adaptively pool them to 7x7 first
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max() < 1e-4
 
@@ -146,6 +154,120 @@ def test_unknown_tag_and_missing_file() -> None:
         zoo.create_model(
             "resnet_noshort" if zoo.is_model("resnet_noshort") else "wrn56_2", pretrained=True
         )
+
+
+def test_torchvision_densenet_legacy_keys_are_renamed(tmp_path: Path) -> None:
+    # torchvision's published densenet*.pth files predate BatchNorm's num_batches_tracked and use
+    # "denselayerN.norm.1"-style names
+    import torchvision
+
+    ref = torchvision.models.densenet121(weights=None).state_dict()
+    legacy = {
+        re.sub(r"(denselayer\d+\.(norm|relu|conv))([12])\.", r"\1.\3.", k): v
+        for k, v in ref.items()
+        if not k.endswith("num_batches_tracked")
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    torch.save(legacy, tmp_path / "densenet121-legacy.pth")
+    ours = zoo.create_model("densenet121", pretrained=str(tmp_path / "densenet121-legacy.pth"))
+    got = ours.state_dict()
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_timm_densenet_state_dict_loads(tmp_path: Path) -> None:
+    ref = timm.create_model("densenet121", pretrained=False).state_dict()
+    save_file(ref, tmp_path / "timm_d121.safetensors")
+    got = zoo.create_model("densenet121", pretrained=str(tmp_path / "timm_d121.safetensors"))
+    got = got.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref) and got.keys() == ref.keys()
+
+
+def test_timm_tags_come_from_timm_configs() -> None:
+    from zoo.pretrained import cache_filename, get_tag
+
+    a1 = get_tag("resnet50", "timm_a1_in1k")
+    cfg = timm.models.get_pretrained_cfg("resnet50.a1_in1k")
+    assert a1.source == cfg.url and cfg.url.endswith(f"-{a1.sha256}.pth")
+    assert a1.input_size == cfg.input_size and a1.mean == cfg.mean
+    ra = get_tag("densenet121", "timm_ra_in1k")  # only on the Hugging Face hub: no hash known
+    assert ra.sha256 is None and ra.filename == "timm--densenet121.ra_in1k--model.safetensors"
+    fb = get_tag("resnet50", "timm_fb_ssl_yfcc100m_ft_in1k")  # not a known hash convention
+    assert fb.sha256 is None
+    assert "timm_tv_in1k" not in zoo.list_models("resnet50") and "tv_in1k" in list_tags("vgg16")
+    assert cache_filename("https://x.org/a/b-12345678.pth?dl=1") == "b-12345678.pth"
+
+
+def test_unreachable_url_fails_fast_naming_file_and_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    # port 9 on localhost: connection refused at once (no network needed to test "no network")
+    with pytest.raises(
+        UserError, match=r"could not download.*place w-0123abcd\.pth at .*hub/checkpoints"
+    ):
+        zoo.create_model("lenet5", pretrained="http://127.0.0.1:9/w-0123abcd.pth")
+    assert not list((tmp_path / "hub").rglob("*.part"))
+
+
+def _place_fake_torchvision_resnet18(tmp_path: Path, monkeypatch) -> dict:
+    """A random torchvision ResNet-18 placed where tv_in1k is looked up, its hash registered."""
+    import dataclasses
+
+    import torchvision
+
+    from zoo.pretrained import all_tags, get_tag
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    tag = get_tag("resnet18", "tv_in1k")
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    target = tmp_path / "torch" / "hub" / "checkpoints" / tag.filename
+    target.parent.mkdir(parents=True)
+    torch.save(sd, target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        all_tags()["resnet18"], "tv_in1k", dataclasses.replace(tag, sha256=digest[:8])
+    )
+    return sd
+
+
+def test_placed_file_is_used_offline_and_adapted(tmp_path: Path, monkeypatch, caplog) -> None:
+    sd = _place_fake_torchvision_resnet18(tmp_path, monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        model = zoo.create_model("resnet18", pretrained=True, in_chans=1, num_classes=10)
+    assert "1000 classes, model 10: re-initialised fc.bias, fc.weight" in caplog.text
+    assert torch.allclose(model.conv1.weight, sd["conv1.weight"].sum(1, keepdim=True))
+    assert torch.equal(model.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+
+
+def test_train_py_fine_tunes_from_a_tag(tmp_path: Path, monkeypatch) -> None:
+    # python train.py model=resnet18 model.pretrained=tv_in1k data=..., two steps on tiny 1x28x28
+    # synthetic data (data=fashion_mnist would spend ~40 s evaluating ResNet-18 on its test set)
+    from test_train import SYNTHETIC_TINY, compose
+
+    from zoo.training.run import train
+
+    sd = _place_fake_torchvision_resnet18(tmp_path, monkeypatch)
+    cfg = compose(
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "model=resnet18",
+            "model.pretrained=tv_in1k",
+            *SYNTHETIC_TINY,
+            "data.in_chans=1",
+            "data.image_size=28",
+            "trainer=debug",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+        ]
+    )
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    tuned = ckpt["state_dict"]["model.layer3.0.conv1.weight"].flatten()
+    start = sd["layer3.0.conv1.weight"].flatten()
+    # two SGD steps move the pretrained weights a little; a fresh init would be uncorrelated
+    assert torch.nn.functional.cosine_similarity(tuned, start, dim=0) > 0.95
+    assert ckpt["state_dict"]["model.conv1.weight"].shape[1] == 1
 
 
 class _Exploit:

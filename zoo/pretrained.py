@@ -57,31 +57,33 @@ class PretrainedTag:
 
     @property
     def filename(self) -> str:
-        return self.source.rstrip("/").split("/")[-1].split("?")[0]
+        return cache_filename(self.source)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "filename": self.filename}
+
+
+# Our models with torchvision's layout (state-dict parity is tested in tests/test_classic.py).
+TORCHVISION_NAMES = (
+    "alexnet",
+    "googlenet",
+    *[f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")],
+    *[f"resnet{d}" for d in (18, 34, 50, 101, 152)],
+    *[f"densenet{d}" for d in (121, 161, 169, 201)],
+)
 
 
 def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
     """torchvision's ImageNet weights for the shared models, read from its installed metadata."""
     import torchvision
 
-    names = [
-        "alexnet",
-        "googlenet",
-        *[f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")],
-        *[f"resnet{d}" for d in (18, 34, 50, 101, 152)],
-        *[f"densenet{d}" for d in (121, 161, 169, 201)],
-    ]
     tags: dict[str, dict[str, PretrainedTag]] = {}
-    for name in names:
+    for name in TORCHVISION_NAMES:
         enum = torchvision.models.get_model_weights(name)
         for member, tag in (("IMAGENET1K_V1", "tv_in1k"), ("IMAGENET1K_V2", "tv2_in1k")):
             if not hasattr(enum, member):
                 continue
             w = getattr(enum, member)
-            prefix = re.search(r"-([0-9a-f]{8,})\.pth$", w.url)
             metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
             tags.setdefault(name, {})[tag] = PretrainedTag(
                 source=w.url,
@@ -90,38 +92,60 @@ def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
                 input_size=(3, 224, 224),
                 mean=IMAGENET_MEAN,
                 std=IMAGENET_STD,
-                sha256=prefix.group(1) if prefix else None,
+                sha256=_hash_prefix(w.url),
                 metrics={"top1": metrics.get("acc@1"), "top5": metrics.get("acc@5")},
                 notes=f"torchvision {member}",
             )
     return tags
 
 
-_TIMM_TAGS = {
-    # timm's ResNet-50 "A1" recipe (Wightman et al. 2021, arXiv:2110.00476); torchvision key names.
-    "resnet50": {
-        "timm_a1_in1k": PretrainedTag(
-            source="https://huggingface.co/timm/resnet50.a1_in1k/resolve/main/model.safetensors",
-            dataset="ImageNet-1k",
-            num_classes=1000,
-            input_size=(3, 224, 224),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            notes="timm resnet50.a1_in1k (HF hub); no published hash; accuracy in timm's tables",
-        )
-    },
-    "resnet18": {
-        "timm_a1_in1k": PretrainedTag(
-            source="https://huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors",
-            dataset="ImageNet-1k",
-            num_classes=1000,
-            input_size=(3, 224, 224),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            notes="timm resnet18.a1_in1k (HF hub); no published hash; accuracy in timm's tables",
-        )
-    },
-}
+# File names that carry a SHA-256 prefix by convention (torch.hub's check_hash, timm's
+# clean_checkpoint.py); elsewhere a "-1234abcd.pth" suffix is not known to be a hash.
+_HASHED_URL = re.compile(
+    r"^https://(download\.pytorch\.org/models/|github\.com/(rwightman|huggingface)/"
+    r"pytorch-image-models/releases/)"
+)
+
+
+def _hash_prefix(url: str) -> str | None:
+    found = re.search(r"-([0-9a-f]{8,})\.pth$", url)
+    return found.group(1) if found and _HASHED_URL.match(url) else None
+
+
+def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """timm's weights for architectures identical to ours, read from timm's installed configs.
+
+    timm's ``resnet*``, ``densenet*`` and ``vgg*`` entry points have our (torchvision) layout; its
+    ``tv_in1k``/``tv2_in1k`` tags are torchvision's files and are listed under those names only.
+    """
+    try:
+        import timm
+    except ImportError:  # timm is a dependency, but a missing one only hides its tags
+        return {}
+
+    tags: dict[str, dict[str, PretrainedTag]] = {}
+    for name in TORCHVISION_NAMES:
+        for full in timm.list_pretrained(f"{name}.*"):
+            arch, tag = full.split(".", 1)
+            cfg = timm.models.get_pretrained_cfg(full)
+            if arch != name or tag.startswith("tv") or not cfg.num_classes:
+                continue
+            url = (
+                cfg.url or f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
+            )
+            tags.setdefault(name, {})[f"timm_{tag}"] = PretrainedTag(
+                source=url,
+                dataset="ImageNet-1k",
+                num_classes=cfg.num_classes,
+                input_size=tuple(cfg.input_size),
+                mean=tuple(cfg.mean),
+                std=tuple(cfg.std),
+                sha256=_hash_prefix(url),
+                notes=f"timm {full} (crop_pct {cfg.crop_pct}, {cfg.interpolation}); "
+                "top-1 in timm's results tables",
+            )
+    return tags
+
 
 _CLIQUENET_TAGS = {
     "cliquenet_s3_a": {
@@ -167,7 +191,7 @@ def all_tags() -> dict[str, dict[str, PretrainedTag]]:
     global _TAGS
     if _TAGS is None:
         merged: dict[str, dict[str, PretrainedTag]] = {}
-        for table in (_own_tags(), _torchvision_tags(), _TIMM_TAGS, _CLIQUENET_TAGS):
+        for table in (_own_tags(), _torchvision_tags(), _timm_tags(), _CLIQUENET_TAGS):
             for model, tags in table.items():
                 merged.setdefault(model, {}).update(tags)
         _TAGS = merged
@@ -196,6 +220,16 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def cache_filename(url: str) -> str:
+    """The URL's file name; Hugging Face repositories all call theirs ``model.safetensors``, so
+    those get the repository in front (``timm--resnet50.a1_in1k--model.safetensors``)."""
+    path = url.split("?")[0].rstrip("/")
+    hf = re.match(r"^https://huggingface\.co/([^/]+)/([^/]+)/resolve/[^/]+/(.+)$", path)
+    if hf:
+        return "--".join(hf.groups()).replace("/", "--")
+    return path.split("/")[-1]
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -206,7 +240,7 @@ def _sha256(path: Path) -> str:
 
 def download(url: str, sha256: str | None = None, filename: str | None = None) -> Path:
     """Fetch ``url`` once into the hub cache, checking the SHA-256 (full or prefix)."""
-    target = cache_dir() / (filename or url.rstrip("/").split("/")[-1].split("?")[0])
+    target = cache_dir() / (filename or cache_filename(url))
     if not target.is_file():
         if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
             raise UserError(
@@ -269,12 +303,21 @@ def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
     return sd
 
 
+_LEGACY_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
 def convert_known_formats(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The CliqueNet authors' layout and timm's VGG head onto our (torchvision) names."""
+    """Other layouts onto our (torchvision) names: the CliqueNet authors' checkpoint, the legacy
+    key names in torchvision's DenseNet files, and timm's VGG head (a conv MLP)."""
     from zoo.models.cliquenet import convert_official_state_dict, is_official_state_dict
 
     if is_official_state_dict(sd):
         return convert_official_state_dict(sd)
+    # torchvision's densenet*-*.pth files predate the module renaming (denselayerN.norm.1 -> norm1);
+    # torchvision's own loader renames them the same way.
+    sd = {_LEGACY_DENSENET.sub(r"\1\2", k): v for k, v in sd.items()}
     if "pre_logits.fc1.weight" in sd and "head.fc.weight" in sd:  # timm VGG
         sd = dict(sd)
         fc1 = sd.pop("pre_logits.fc1.weight")
@@ -346,6 +389,11 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -
             ", ".join(sorted(reset)),
         )
         for k in reset:
+            sd[k] = own[k]
+    # Files saved before PyTorch 0.4.1 (torchvision's ResNet and DenseNet weights among them) have
+    # no BatchNorm step counters; PyTorch's own loader fills them in, and so do we.
+    for k in set(own) - set(sd):
+        if k.endswith(".num_batches_tracked"):
             sd[k] = own[k]
     optional = tuple(getattr(model, "pretrained_optional_prefixes", ()))
     unexpected = sorted(k for k in set(sd) - set(own) if not k.startswith(optional))

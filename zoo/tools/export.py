@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="fmnist", help="pretrained tag name recorded in the json")
     parser.add_argument("--command", default="", help="the training command, for the record")
     args = parser.parse_args(argv)
-    if args.output.suffix != ".safetensors":
-        sys.exit("error: the output file must end in .safetensors")
     try:
+        if args.output.suffix != ".safetensors":
+            raise UserError(f"the output file must end in .safetensors, not {args.output.name}")
         meta = export(args.checkpoint, args.output, args.tag, args.command)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
