@@ -107,3 +107,35 @@ def test_eval_mode_backprops_through_the_solver() -> None:
     grad.square().sum().backward()
     assert model.step_stats() == {"nfe_forward": 8, "nfe_backward": 0}
     assert model.fc.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("odenet_mnist", {"solver": "dopri6"}, "solver must be one of"),
+        ("odenet_mnist", {"rtol": 0.0}, "rtol and atol must be > 0"),
+        ("odenet_mnist", {"solver": "euler", "step_size": -0.1}, "step_size must be > 0"),
+        ("odenet_mnist", {"integration_time": 0.0}, "integration_time must be nonzero"),
+        ("rknet_mnist", {"solver": "dopri5"}, "needs a fixed-step solver"),
+    ],
+)
+def test_bad_solver_options_fail_clearly(name: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        zoo.create_model(name, **kwargs)
+
+
+def test_rknet_euler_step_one_matches_odenet_euler() -> None:
+    """The RK-Net builder's solver option reaches the block: Euler, one step of 1 = one update."""
+    x = torch.randn(2, 1, 28, 28)
+    outs = []
+    for name, kwargs in [
+        ("rknet_mnist", {"solver": "euler", "step_size": 1.0}),
+        ("odenet_mnist", {"solver": "euler", "step_size": 1.0}),
+    ]:
+        torch.manual_seed(0)
+        model = zoo.create_model(name, **kwargs).eval()
+        model.reset_step_stats()
+        with torch.no_grad():
+            outs.append(model(x))
+        assert model.step_stats()["nfe_forward"] == 1
+    assert torch.equal(outs[0], outs[1])

@@ -29,6 +29,8 @@ from zoo.registry import register_model
 
 PAPER = "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018, arXiv:1806.07366)"
 WIDTH = 64
+ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -79,6 +81,18 @@ class ODEBlock(nn.Module):
         step_size: float | None = None,
     ) -> None:
         super().__init__()
+        if solver not in ADAPTIVE_SOLVERS + FIXED_SOLVERS:
+            raise ValueError(
+                f"solver must be one of {ADAPTIVE_SOLVERS + FIXED_SOLVERS}, got {solver!r}"
+            )
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(
+                f"step_size must be > 0 (or null: one step per interval), got {step_size}"
+            )
+        if integration_time == 0:
+            raise ValueError("integration_time must be nonzero (the block integrates over [0, t1])")
         self.func = func
         self.solver, self.rtol, self.atol = solver, rtol, atol
         self.adjoint = adjoint
@@ -217,15 +231,22 @@ def rknet_mnist(
     *,
     num_classes: int = 10,
     in_chans: int = 1,
+    solver: str = "rk4",
     step_size: float = 0.25,
     integration_time: float = 1.0,
 ) -> ODENet:
-    """RK-Net (Chen et al. 2018, Table 1): fixed-step RK4, backprop through the solver."""
+    """RK-Net (Chen et al. 2018, Table 1): fixed-step RK4, backprop through the solver.
+
+    Direct backprop is what defines RK-Net, so there is no ``adjoint`` option; ``solver`` takes
+    torchdiffeq's fixed-grid methods (``euler`` with ``step_size=1`` is one residual block).
+    """
+    if solver not in FIXED_SOLVERS:
+        raise ValueError(f"rknet_mnist needs a fixed-step solver {FIXED_SOLVERS}, got {solver!r}")
     return ODENet(
         "ode",
         num_classes,
         in_chans,
-        solver="rk4",
+        solver=solver,
         adjoint=False,
         integration_time=integration_time,
         step_size=step_size,
