@@ -99,12 +99,18 @@ def test_file_url_with_good_and_bad_hash(tmp_path: Path, monkeypatch) -> None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     from zoo.pretrained import download
 
-    cached = download(path.as_uri(), sha256=digest[:10])
-    assert cached.parent == tmp_path / "hub" / "hub" / "checkpoints" and cached.is_file()
-    assert _same_outputs(src, zoo.create_model("lenet5", pretrained=path.as_uri()), (1, 1, 28, 28))
     with pytest.raises(UserError, match="SHA-256 mismatch"):
         download(path.as_uri(), sha256="0" * 64)
-    assert not cached.exists()  # a file with a bad hash is removed
+    cache = tmp_path / "hub" / "hub" / "checkpoints"
+    assert not list(cache.iterdir())  # a download with a bad hash never reaches the cache
+    cached = download(path.as_uri(), sha256=digest[:10])
+    assert cached == cache / "lenet-weights.pth" and cached.is_file()
+    assert _same_outputs(src, zoo.create_model("lenet5", pretrained=path.as_uri()), (1, 1, 28, 28))
+    path.unlink()  # now served from the cache, which is checked again and kept on a mismatch
+    assert download(path.as_uri(), sha256=digest) == cached
+    with pytest.raises(UserError, match="does not match the SHA-256 0000.*replace it"):
+        download(path.as_uri(), sha256="0" * 64)
+    assert cached.exists()
 
 
 def test_offline_switch_names_file_and_cache(tmp_path: Path, monkeypatch) -> None:
@@ -112,6 +118,36 @@ def test_offline_switch_names_file_and_cache(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     with pytest.raises(UserError, match=r"offline.*resnet18-f37072fd\.pth.*hub/checkpoints"):
         zoo.create_model("resnet18", pretrained="tv_in1k")
+
+
+def test_google_drive_tag_names_the_file_to_place(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(
+        UserError,
+        match=r"Google Drive.*place it at .*hub/checkpoints/cliquenet_s3_a\.official_in1k",
+    ):
+        zoo.create_model("cliquenet_s3_a", pretrained=True)
+
+
+def test_googlenet_tag_normalisation_matches_torchvision(tmp_path: Path) -> None:
+    # torchvision's GoogLeNet weights run behind transform_input=True; our model has no such
+    # layer, so the tag records the normalisation those weights actually see
+    import torchvision
+
+    from zoo.pretrained import IMAGENET_MEAN, IMAGENET_STD, get_tag
+
+    ref = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True).eval()
+    torch.save(ref.state_dict(), tmp_path / "googlenet.pth")
+    ours = zoo.create_model("googlenet", pretrained=str(tmp_path / "googlenet.pth")).eval()
+    tag = get_tag("googlenet", "tv_in1k")
+    raw = torch.rand(1, 3, 96, 96)
+
+    def norm(x, mean, std):
+        return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+    with torch.no_grad():
+        expected = ref(norm(raw, IMAGENET_MEAN, IMAGENET_STD))
+        assert (ours(norm(raw, tag.mean, tag.std)) - expected).abs().max() < 1e-4
 
 
 def test_in_chans_adaptation() -> None:

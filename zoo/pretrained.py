@@ -54,10 +54,12 @@ class PretrainedTag:
     sha256: str | None = None  # full hash, or the prefix torchvision puts in its file names
     metrics: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    cache_name: str | None = None  # for URLs without a usable file name (Google Drive)
 
     @property
     def filename(self) -> str:
-        return cache_filename(self.source)
+        """The file's name in the hub cache (where to place it by hand)."""
+        return self.cache_name or cache_filename(self.source)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "filename": self.filename}
@@ -85,15 +87,24 @@ def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
                 continue
             w = getattr(enum, member)
             metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            # torchvision builds GoogLeNet with transform_input=True for these weights: it turns
+            # ImageNet-normalised input into (x - 0.5) / 0.5, so that is what the weights expect.
+            mean, std = (
+                ((0.5,) * 3, (0.5,) * 3) if name == "googlenet" else (IMAGENET_MEAN, IMAGENET_STD)
+            )
             tags.setdefault(name, {})[tag] = PretrainedTag(
                 source=w.url,
                 dataset="ImageNet-1k",
                 num_classes=1000,
                 input_size=(3, 224, 224),
-                mean=IMAGENET_MEAN,
-                std=IMAGENET_STD,
+                mean=mean,
+                std=std,
                 sha256=_hash_prefix(w.url),
-                metrics={"top1": metrics.get("acc@1"), "top5": metrics.get("acc@5")},
+                metrics={
+                    "top1": metrics.get("acc@1"),
+                    "top5": metrics.get("acc@5"),
+                    "num_params": w.meta.get("num_params"),
+                },
                 notes=f"torchvision {member}",
             )
     return tags
@@ -157,6 +168,7 @@ _CLIQUENET_TAGS = {
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             metrics={"top1": 75.99, "top5": 92.85},
+            cache_name="cliquenet_s3_a.official_in1k.pth.tar",
             notes="the authors' release (Google Drive, no hash published; paper: 24.01% "
             "top-1 error). Google Drive needs a browser: download it by hand and pass its path.",
         )
@@ -239,34 +251,44 @@ def _sha256(path: Path) -> str:
 
 
 def download(url: str, sha256: str | None = None, filename: str | None = None) -> Path:
-    """Fetch ``url`` once into the hub cache, checking the SHA-256 (full or prefix)."""
+    """Fetch ``url`` once into the hub cache, checking the SHA-256 (full hash or prefix).
+
+    A download whose hash does not match never reaches the cache; a file already there (downloaded
+    earlier or placed by hand) is checked too, and reported but not deleted if it does not match.
+    """
     target = cache_dir() / (filename or cache_filename(url))
-    if not target.is_file():
-        if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
+    if target.is_file():
+        if sha256 and not _sha256(target).startswith(sha256.lower()):
             raise UserError(
-                f"offline (ZOO_OFFLINE is set): place {target.name} at {target} (from {url})"
+                f"{target} does not match the SHA-256 {sha256}… of {url}: "
+                "replace it with the right file (or delete it to download again)"
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
+        return target
+    if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
+        raise UserError(
+            f"offline (ZOO_OFFLINE is set): place {target.name} at {target} (from {url})"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(tmp, "wb") as f:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
+        except OSError as err:  # URLError, timeouts, refused connections, disk errors
             raise UserError(
                 f"could not download {url} ({err}); without network, place "
                 f"{target.name} at {target}"
             ) from None
-        os.replace(tmp, target)
-    if sha256:
-        digest = _sha256(target)
-        if not digest.startswith(sha256.lower()):
-            target.unlink()
+        digest = _sha256(tmp)
+        if sha256 and not digest.startswith(sha256.lower()):
             raise UserError(
-                f"SHA-256 mismatch for {target.name}: expected {sha256}…, got "
-                f"{digest[:16]}…; the file was removed, download it again"
+                f"SHA-256 mismatch for {url}: expected {sha256}…, got {digest[:16]}…; "
+                "nothing was saved (a changed or corrupted file)"
             )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -429,7 +451,7 @@ def resolve_source(name: str, source: bool | str) -> Path:
         if "://" not in tag.source:
             return WEIGHTS_DIR / tag.source
         if "drive.google.com" in tag.source:
-            target = cache_dir() / f"{name}.{source}.pth.tar"
+            target = cache_dir() / tag.filename
             if not target.is_file():
                 raise UserError(
                     f"{name}.{source} is on Google Drive ({tag.source}): download it "
