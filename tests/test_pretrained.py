@@ -334,8 +334,21 @@ def test_tags_describe_their_source() -> None:
     assert "resnet20_noshort" not in zoo.list_models(pretrained=True)
 
 
-@pytest.mark.parametrize("meta_path", sorted(WEIGHTS.glob("*.json")), ids=lambda p: p.stem)
-def test_published_weights_reach_their_accuracy(meta_path: Path) -> None:
+# The full 10k-image check of ResNet-20 takes 28-56 s on one thread of this shared CPU: in the
+# default suite it checks the first 1,000 images against the recorded accuracy (binomial 4 sigma),
+# and the full test set under `make test-slow`.
+_FULL_CHECK_SLOW = {"resnet20_fmnist"}
+_WEIGHT_CHECKS = [
+    pytest.param(p, n, id=f"{p.stem}-{n}", marks=[pytest.mark.slow] if slow else [])
+    for p in sorted(WEIGHTS.glob("*.json"))
+    for n, slow in (
+        [(1000, False), (10_000, True)] if p.stem in _FULL_CHECK_SLOW else [(10_000, False)]
+    )
+]
+
+
+@pytest.mark.parametrize(("meta_path", "n"), _WEIGHT_CHECKS)
+def test_published_weights_reach_their_accuracy(meta_path: Path, n: int) -> None:
     from conftest import HAS_FMNIST
 
     if not HAS_FMNIST:
@@ -345,15 +358,18 @@ def test_published_weights_reach_their_accuracy(meta_path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     weights = meta_path.with_suffix(".safetensors")
     assert weights.stat().st_size < 5_000_000
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == meta["sha256"]
     model, info = model_from_checkpoint(weights)
     dm = FashionMNISTDataModule(eval_batch_size=1000)
     dm.setup()
     mean, std = torch.tensor(info["data"]["mean"]), torch.tensor(info["data"]["std"])
     correct = 0
     model.eval()
-    with torch.no_grad():
-        for i in range(0, 10_000, 1000):
+    with torch.inference_mode():
+        for i in range(0, n, 1000):
             x = dm.test_x[i : i + 1000].float() / 255
             x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
             correct += (model(x).argmax(1) == dm.test_y[i : i + 1000]).sum().item()
-    assert correct / 10_000 == pytest.approx(meta["metrics"]["test_acc1"], abs=2e-3)
+    expected = meta["metrics"]["test_acc1"]
+    tolerance = 2e-3 if n == 10_000 else 4 * (expected * (1 - expected) / n) ** 0.5
+    assert correct / n == pytest.approx(expected, abs=tolerance)
