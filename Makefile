@@ -63,7 +63,8 @@ weights: setup
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true hydra.run.dir=runs/weights/resnet20"
 
-# ODE-Net: training memory vs NFE with and without the adjoint (writes docs/odenet_bench.json).
+# ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
+# docs/odenet.md).
 bench-odenet: setup
 	$(PY) -m zoo.bench.odenet --out docs/odenet_bench.json
 

@@ -139,3 +139,21 @@ def test_rknet_euler_step_one_matches_odenet_euler() -> None:
             outs.append(model(x))
         assert model.step_stats()["nfe_forward"] == 1
     assert torch.equal(outs[0], outs[1])
+
+
+def test_benchmark_rewrites_only_its_table(tmp_path) -> None:
+    from zoo.bench.odenet import BEGIN, END, write_doc_table
+
+    doc = tmp_path / "odenet.md"
+    doc.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
+    rows = [
+        {"tol": t, "adjoint": a, "nfe_forward": 20, "nfe_backward": 32 if a else 0,
+         "saved_MiB": 15.0 if a else 66.0 + t, "step_s": 1.0}
+        for t in (1e-1, 1e-3) for a in (True, False)
+    ]  # fmt: skip
+    write_doc_table(doc, rows)
+    text = doc.read_text()
+    assert text.startswith(f"intro\n{BEGIN}\n| rtol") and text.endswith(f"\n{END}\noutro\n")
+    assert "old table" not in text and "RSS" not in text  # no RSS columns without RSS probes
+    assert "| 1e-1 | 20 | 32 | 15.00 | 66.1 | 1.00 s | 1.00 s |" in text
+    assert text.index("| 1e-1 |") < text.index("| 1e-3 |")

@@ -1,5 +1,7 @@
 """ODE-Net memory against NFE: ``python -m zoo.bench.odenet [--out docs/odenet_bench.json]``.
 
+Writes the JSON and the table between the ``bench`` markers of ``--doc`` (docs/odenet.md).
+
 For tolerances from 1e-1 to 1e-5, one training step of ``odenet_mnist`` (batch 32, 28×28) with the
 adjoint method and with backpropagation through the solver (``adjoint=False``): forward/backward
 NFE, step time and training memory, measured two ways:
@@ -29,9 +31,10 @@ import torch
 
 import zoo
 from zoo.bench import saved_tensor_bytes
-from zoo.io import atomic_write_json
+from zoo.io import atomic_write_json, atomic_write_text
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def _model_and_input(adjoint: bool, tol: float, batch: int):
@@ -80,9 +83,39 @@ def rss_in_subprocess(adjoint: bool, tol: float, batch: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def markdown_table(rows: list[dict]) -> str:
+    rss = all("rss_step_MiB" in r for r in rows)
+    head = ["rtol = atol", "NFE-F", "NFE-B (adjoint)", "saved, adjoint (MiB)"]
+    head += ["saved, through solver (MiB)"]
+    head += ["RSS, adjoint (MiB)", "RSS, through solver (MiB)"] if rss else []
+    head += ["step, adjoint", "step, through solver"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for tol in sorted({r["tol"] for r in rows}, reverse=True):
+        a = next(r for r in rows if r["tol"] == tol and r["adjoint"])
+        b = next(r for r in rows if r["tol"] == tol and not r["adjoint"])
+        cells = [f"{tol:.0e}".replace("e-0", "e-"), str(a["nfe_forward"]), str(a["nfe_backward"])]
+        cells += [f"{a['saved_MiB']:.2f}", f"{b['saved_MiB']:.1f}"]
+        cells += [f"{a['rss_step_MiB']:.1f}", f"{b['rss_step_MiB']:.1f}"] if rss else []
+        cells += [f"{a['step_s']:.2f} s", f"{b['step_s']:.2f} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_doc_table(doc: Path, rows: list[dict]) -> None:
+    """Replace the table between the bench markers of ``doc`` (left alone without markers)."""
+    if not doc.is_file():
+        return
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    atomic_write_text(doc, text[:start] + "\n" + markdown_table(rows) + "\n" + text[end:])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="ODE-Net memory vs NFE")
     parser.add_argument("--out", type=Path, default=Path("docs/odenet_bench.json"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/odenet.md"))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--no-rss", action="store_true", help="skip the subprocess RSS probes")
     parser.add_argument("--probe", nargs=2, metavar=("TOL", "ADJOINT"), help=argparse.SUPPRESS)
@@ -112,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     atomic_write_json(args.out, result)
+    write_doc_table(args.doc, rows)
 
 
 if __name__ == "__main__":
