@@ -128,13 +128,18 @@ def _save(fig, path: Path, io) -> None:
     plt.close(fig)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def load_checkpoint_and_data(cfg: DictConfig, task: str, stage: str = "test"):
+    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
+    statistics stored with the checkpoint. Shared by every task that analyses one checkpoint.
+
+    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
+    """
     if not cfg.ckpt_path:
-        raise UserError("task=eval needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
+        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
     model, info = model_from_checkpoint(cfg.ckpt_path)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     dm = instantiate(data_cfg)
-    dm.setup("test")
+    dm.setup(stage)
     if info.get("data", {}).get("mean"):
         dm.mean = torch.tensor(info["data"]["mean"])
         dm.std = torch.tensor(info["data"]["std"])
@@ -144,6 +149,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
             f"{dm.num_classes}"
         )
+    return model.eval(), info, dm
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    model, info, dm = load_checkpoint_and_data(cfg, "eval")
+    num_classes = info["model_kwargs"]["num_classes"]
     result = evaluate_model(model, dm.test_dataloader(), num_classes, tta=cfg.task.tta)
     result = {
         "model": info["model"],

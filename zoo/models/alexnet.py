@@ -56,8 +56,11 @@ class AlexNet(ZooModel):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        x = self.classifier[:-1](x)
-        return x if pre_logits else self.classifier[-1](x)
+        if not pre_logits:
+            return self.classifier(x)
+        for layer in list(self.classifier)[:-1]:
+            x = layer(x)
+        return x
 
     def get_classifier(self) -> nn.Module:
         return self.classifier[-1]
@@ -67,23 +70,22 @@ class AlexNet(ZooModel):
         self.classifier[-1] = make_linear_head(self.num_features, num_classes)
 
 
-def _conv_stack(
-    in_chans: int, first: nn.Conv2d, pool: type[nn.Module], pool_args: tuple
-) -> nn.Sequential:
+def _conv_stack(first: nn.Conv2d, pool_args: tuple[int, int]) -> nn.Sequential:
+    """The five convolutions of Fig. 2 (single-GPU widths) after ``first``, with max pools."""
     return nn.Sequential(
         first,
         nn.ReLU(inplace=True),
-        pool(*pool_args),
+        nn.MaxPool2d(*pool_args),
         nn.Conv2d(64, 192, kernel_size=5, padding=2),
         nn.ReLU(inplace=True),
-        pool(*pool_args),
+        nn.MaxPool2d(*pool_args),
         nn.Conv2d(192, 384, kernel_size=3, padding=1),
         nn.ReLU(inplace=True),
         nn.Conv2d(384, 256, kernel_size=3, padding=1),
         nn.ReLU(inplace=True),
         nn.Conv2d(256, 256, kernel_size=3, padding=1),
         nn.ReLU(inplace=True),
-        pool(*pool_args),
+        nn.MaxPool2d(*pool_args),
     )
 
 
@@ -91,7 +93,7 @@ def _conv_stack(
 def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet (Krizhevsky et al. 2012, Fig. 2; torchvision layout): 61,100,840 params."""
     stem = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
-    features = _conv_stack(in_chans, stem, nn.MaxPool2d, (3, 2))
+    features = _conv_stack(stem, (3, 2))
     return AlexNet(features, pool_size=6, hidden=4096, num_classes=num_classes, dropout=dropout)
 
 
@@ -99,5 +101,5 @@ def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5)
 def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet for 28–32 px images: 3×3/1 first conv, 2×2 pools, FC 1024 (see module docstring)."""
     stem = nn.Conv2d(in_chans, 64, kernel_size=3, padding=1)
-    features = _conv_stack(in_chans, stem, nn.MaxPool2d, (2, 2))
+    features = _conv_stack(stem, (2, 2))
     return AlexNet(features, pool_size=2, hidden=1024, num_classes=num_classes, dropout=dropout)

@@ -39,6 +39,7 @@ class DenseLayer(nn.Module):
         bn_size: int | None,
         drop_rate: float,
         memory_efficient: bool,
+        drop_inside: bool = False,
     ) -> None:
         super().__init__()
         self.bottleneck = bn_size is not None
@@ -52,17 +53,24 @@ class DenseLayer(nn.Module):
         else:
             self.conv1 = nn.Conv2d(num_input_features, growth_rate, 3, padding=1, bias=False)
         self.drop_rate = float(drop_rate)
+        # Huang et al.'s Torch code also drops after the 1×1 bottleneck; torchvision does not.
+        self.drop_inside = drop_inside and self.bottleneck and self.drop_rate > 0
         self.memory_efficient = memory_efficient
 
     def _first_conv(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+        x = features[0] if len(features) == 1 else torch.cat(features, 1)
+        return self.conv1(self.relu1(self.norm1(x)))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and features[0].requires_grad:
+        if (
+            self.memory_efficient
+            and torch.is_grad_enabled()
+            and any(f.requires_grad for f in features)
+        ):
             out = cp.checkpoint(self._first_conv, *features, use_reentrant=False)
         else:
             out = self._first_conv(*features)
-        if self.drop_rate > 0 and self.bottleneck:
+        if self.drop_inside:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         if self.bottleneck:
             out = self.conv2(self.relu2(self.norm2(out)))
@@ -80,6 +88,7 @@ class DenseBlock(nn.ModuleDict):
         bn_size: int | None,
         drop_rate: float,
         memory_efficient: bool,
+        drop_inside: bool = False,
     ) -> None:
         super().__init__()
         for i in range(num_layers):
@@ -89,6 +98,7 @@ class DenseBlock(nn.ModuleDict):
                 bn_size,
                 drop_rate,
                 memory_efficient,
+                drop_inside,
             )
             self.add_module(f"denselayer{i + 1}", layer)
 
@@ -146,17 +156,18 @@ class DenseNet(ZooModel):
                 "conv0", nn.Conv2d(in_chans, num_init_features, 3, padding=1, bias=False)
             )
         channels = num_init_features
+        # Dropout: torchvision's ImageNet models drop only each layer's output; the CIFAR models
+        # follow Huang et al.'s Torch code (dropout after every conv, transitions included).
+        cifar = stem == "cifar"
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(
-                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, cifar
             )
             features.add_module(f"denseblock{i + 1}", block)
             channels += num_layers * growth_rate
             if i != len(block_config) - 1:
                 out_channels = int(channels * compression)
-                # torchvision's ImageNet transitions have no dropout; the CIFAR ones follow Huang
-                # et al.'s Torch code (dropout after every conv when drop_rate > 0).
-                trans_drop = drop_rate if stem == "cifar" else 0.0
+                trans_drop = drop_rate if cifar else 0.0
                 features.add_module(
                     f"transition{i + 1}", Transition(channels, out_channels, trans_drop)
                 )

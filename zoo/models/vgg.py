@@ -117,8 +117,11 @@ class VGG(ZooModel):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        x = self.classifier[:-1](x)
-        return x if pre_logits else self.classifier[-1](x)
+        if not pre_logits:
+            return self.classifier(x)
+        for layer in list(self.classifier)[:-1]:
+            x = layer(x)
+        return x
 
     def get_classifier(self) -> nn.Module:
         return self.classifier[-1]
