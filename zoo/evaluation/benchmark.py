@@ -1,0 +1,347 @@
+"""``python evaluate.py task=benchmark models=[resnet18,...] against=torchvision|timm``.
+
+Each zoo model and the reference implementation of the same architecture are measured in one
+process, with the same threads, batch, input size and initial weights' shapes: training-step
+images/s (forward, cross-entropy, backward and an SGD-momentum step), inference images/s (fp32,
+``torch.inference_mode``) and peak training memory. Timings take ``task.warmup`` steps, then the
+median of ``task.repeats`` rounds in which the zoo model and the reference alternate, so drifts in
+machine load hit both. Peak memory on a GPU is ``torch.cuda.max_memory_allocated`` over two
+training steps; on a CPU it is the resident-set high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs``) over two training steps in a fresh process, minus the resident set
+before the first step: gradients, optimizer state, activations and workspace.
+
+``task.variants`` adds rows for zoo variants against the same reference: ``fast``
+(:func:`zoo.fast.optimize`: channels_last and exact convolution rewrites), ``channels_last``,
+``memory_efficient`` (builders that accept it) and ``compile`` (``torch.compile``). Ratios are
+zoo / reference (higher is better for images/s, lower for memory). Writes ``benchmark.json`` and
+``benchmark.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import zoo
+from zoo.errors import UserError
+from zoo.fast import optimize, to_fast_input
+from zoo.io import atomic_write_json, atomic_write_text
+from zoo.registry import get_model_entry
+
+VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
+REFERENCES = ("torchvision", "timm")
+
+
+def reference_names(against: str) -> set[str]:
+    if against == "torchvision":
+        import torchvision
+
+        return set(torchvision.models.list_models(module=torchvision.models))
+    if against == "timm":
+        import timm
+
+        return set(timm.list_models())
+    raise UserError(f"against={against!r}: use against=torchvision or against=timm")
+
+
+def build(name: str, source: str, variant: str, num_classes: int, in_chans: int) -> nn.Module:
+    """The model ``name`` from ``source`` (zoo, torchvision or timm) in ``variant``'s form."""
+    torch.manual_seed(0)
+    if source == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    elif source == "timm":
+        import timm
+
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    else:
+        kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+        if variant == "memory_efficient":
+            if "memory_efficient" not in get_model_entry(name).accepted_kwargs:
+                raise UserError(f"variant memory_efficient: {name} has no memory_efficient option")
+            kwargs["memory_efficient"] = True
+        model = zoo.create_model(name, **kwargs)
+    if variant == "fast":
+        optimize(model)
+    elif variant == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+class Runner:
+    """One model's training step and inference, ready to be timed."""
+
+    def __init__(self, model: nn.Module, variant: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model = model
+        if variant in ("fast", "channels_last"):
+            x = to_fast_input(x)
+        self.x, self.y = x, y
+        self.forward = torch.compile(model) if variant == "compile" else model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.forward(self.x)
+        logits = out[0] if isinstance(out, tuple) else out  # GoogLeNet's aux outputs
+        F.cross_entropy(logits, self.y).backward()
+        self.optimizer.step()
+
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.inference_mode():
+            self.forward(self.x)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(
+    runners: list[Runner], method: str, warmup: int, repeats: int, device: torch.device
+) -> list[float]:
+    """Median seconds per call of ``method`` for each runner, in alternating rounds."""
+    for runner in runners:
+        for _ in range(warmup):
+            getattr(runner, method)()
+    times: list[list[float]] = [[] for _ in runners]
+    for r in range(repeats):
+        order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
+        for i in order:
+            _sync(device)
+            start = time.perf_counter()
+            getattr(runners[i], method)()
+            _sync(device)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_mib(spec: dict[str, Any]) -> float | None:
+    """Peak training memory of ``spec`` (see the module docstring); None where not measurable."""
+    if spec["device"] == "cuda":
+        device = torch.device("cuda")
+        runner = _runner_from_spec(spec, device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        runner.train_step()
+        runner.train_step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    cmd = [sys.executable, "-m", "zoo.evaluation.benchmark", "--memory", json.dumps(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed for {spec}: {done.stderr.strip()[-500:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _runner_from_spec(spec: dict[str, Any], device: torch.device) -> Runner:
+    c, h, w = spec["input_size"]
+    model = build(spec["name"], spec["source"], spec["variant"], spec["num_classes"], c).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(spec["batch"], c, h, w, generator=gen).to(device)
+    y = torch.randint(0, spec["num_classes"], (spec["batch"],), generator=gen).to(device)
+    return Runner(model, spec["variant"], x, y)
+
+
+def _memory_probe(spec: dict[str, Any]) -> None:
+    """Subprocess body: print the VmHWM rise over two training steps of a fresh model."""
+    torch.set_num_threads(spec["threads"])
+    runner = _runner_from_spec(spec, torch.device("cpu"))
+    base = _status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+    runner.train_step()
+    runner.train_step()
+    print(_status_mib("VmHWM") - base)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def benchmark(
+    models: list[str],
+    against: str,
+    variants: list[str],
+    input_size: tuple[int, int, int],
+    batch: int,
+    num_classes: int,
+    warmup: int,
+    repeats: int,
+    device: str = "cpu",
+    memory: bool = True,
+) -> list[dict[str, Any]]:
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise UserError(f"unknown task.variants {bad}; choose from {', '.join(VARIANTS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is visible; use device=cpu")
+    known = reference_names(against)
+    missing = [m for m in models if not zoo.is_model(m)]
+    if missing:
+        raise UserError(f"unknown model(s) {missing}; see zoo.list_models()")
+    no_ref = [m for m in models if m not in known]
+    if no_ref:
+        shared = sorted(set(zoo.list_models()) & known)
+        raise UserError(
+            f"{no_ref} not in {against}; models with a {against} twin: {', '.join(shared)}"
+        )
+    dev = torch.device(device)
+    threads = torch.get_num_threads()
+    rows = []
+    for name in models:
+        specs = [
+            {"name": name, "source": against, "variant": "default"},
+            *({"name": name, "source": "zoo", "variant": v} for v in ["default", *variants]),
+        ]
+        for spec in specs:
+            spec.update(
+                input_size=list(input_size),
+                batch=batch,
+                num_classes=num_classes,
+                device=device,
+                threads=threads,
+            )
+        runners = [_runner_from_spec(s, dev) for s in specs]
+        params = [sum(p.numel() for p in r.model.parameters()) for r in runners]
+        train_s = time_alternating(runners, "train_step", warmup, repeats, dev)
+        infer_s = time_alternating(runners, "infer", warmup, repeats, dev)
+        del runners
+        peaks = [peak_memory_mib(s) if memory else None for s in specs]
+        ref = {"train": batch / train_s[0], "infer": batch / infer_s[0], "mem": peaks[0]}
+        for i, spec in enumerate(specs[1:], start=1):
+            row = {
+                "model": name,
+                "variant": spec["variant"],
+                "reference": f"{against}.{name}",
+                "params": params[i],
+                "ref_params": params[0],
+                "train_img_s": batch / train_s[i],
+                "ref_train_img_s": ref["train"],
+                "train_ratio": _ratio(batch / train_s[i], ref["train"]),
+                "infer_img_s": batch / infer_s[i],
+                "ref_infer_img_s": ref["infer"],
+                "infer_ratio": _ratio(batch / infer_s[i], ref["infer"]),
+                "peak_train_mib": peaks[i],
+                "ref_peak_train_mib": ref["mem"],
+                "memory_ratio": _ratio(peaks[i], ref["mem"]),
+            }
+            rows.append(row)
+            print(_line(row), flush=True)
+    return rows
+
+
+MD_COLUMNS = [
+    ("model", "model"),
+    ("variant", "variant"),
+    ("train_img_s", "train img/s"),
+    ("ref_train_img_s", "ref train img/s"),
+    ("train_ratio", "train ×"),
+    ("infer_img_s", "infer img/s"),
+    ("ref_infer_img_s", "ref infer img/s"),
+    ("infer_ratio", "infer ×"),
+    ("peak_train_mib", "peak MiB"),
+    ("ref_peak_train_mib", "ref peak MiB"),
+    ("memory_ratio", "memory ×"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def _line(row: dict[str, Any]) -> str:
+    return "  ".join(f"{label}={_fmt(row[key])}" for key, label in MD_COLUMNS)
+
+
+def to_markdown(rows: list[dict[str, Any]], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(label for _, label in MD_COLUMNS) + " |"]
+    lines.append("|" + "---|" * len(MD_COLUMNS))
+    lines += ["| " + " | ".join(_fmt(r[k]) for k, _ in MD_COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if not cfg.models:
+        raise UserError("task=benchmark needs models=[name,...] (e.g. models=[resnet18])")
+    against = cfg.against or "torchvision"
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    task = cfg.task
+    size = tuple(int(v) for v in task.input_size)
+    if len(size) != 3:
+        raise UserError(f"task.input_size={list(size)}: give [channels, height, width]")
+    rows = benchmark(
+        list(cfg.models),
+        against,
+        list(task.variants),
+        size,  # type: ignore[arg-type]
+        int(task.batch),
+        int(task.num_classes),
+        int(task.warmup),
+        int(task.repeats),
+        device=cfg.device,
+        memory=bool(task.memory),
+    )
+    device = "cuda" if cfg.device == "cuda" else "cpu"
+    header = (
+        f"### {against}, input {'×'.join(map(str, size))}, batch {task.batch}, fp32, "
+        f"{torch.get_num_threads()} threads, {machine()} ({device}), {time.strftime('%Y-%m-%d')}"
+    )
+    result = {
+        "against": against,
+        "device": device,
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "settings": OmegaConf.to_container(task, resolve=True),
+        "rows": rows,
+    }
+    out = Path(cfg.output_dir)
+    atomic_write_json(out / "benchmark.json", result)
+    markdown = to_markdown(rows, header)
+    atomic_write_text(out / "benchmark.md", markdown)
+    print(markdown)
+    return result
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--memory":
+    _memory_probe(json.loads(sys.argv[2]))
