@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet compare
+.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -73,3 +73,21 @@ bench-odenet: setup
 compare: setup
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare
+
+# Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 20 min on 2 cores).
+BENCH = $(PY) evaluate.py task=benchmark threads=2
+bench: setup
+	$(BENCH) against=torchvision output_dir=runs/bench/tv64 \
+		"models=[alexnet,vgg16_bn,googlenet,resnet18,resnet50,densenet121]"
+	$(BENCH) against=torchvision output_dir=runs/bench/fast32 "models=[resnet18,densenet121]" \
+		"task.variants=[channels_last,fast]" "task.input_size=[3,32,32]" task.batch=64
+	$(BENCH) against=torchvision output_dir=runs/bench/memeff "models=[densenet121]" \
+		"task.variants=[memory_efficient]"
+	$(BENCH) against=timm output_dir=runs/bench/timm64 \
+		"models=[resnet18,resnet50,densenet121,vgg16_bn]"
+	$(PY) -m zoo.bench.data_pipeline --out runs/bench/data_pipeline.json
+
+# LeNet-5 time to 90 % Fashion-MNIST test top-1 with the default recipe (test top-1 every epoch).
+time-to-accuracy: setup
+	$(PY) train.py model=lenet5 data=fashion_mnist trainer=cpu threads=2 \
+		callbacks.test_curve=true "callbacks.time_to=[88,89,90]" hydra.run.dir=runs/time_to_acc/lenet5

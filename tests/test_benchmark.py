@@ -156,3 +156,24 @@ def test_benchmark_task_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_benchmark_bad_input(models, against, variants, message) -> None:
     with pytest.raises(UserError, match=message):
         benchmark(models, against, variants, (3, 32, 32), 2, 10, 0, 1, memory=False)
+
+
+def test_test_curve_records_time_to_accuracy(tmp_path: Path) -> None:
+    from test_train import SYNTHETIC_TINY, run_train
+
+    results = run_train(
+        tmp_path,
+        [
+            "model=lenet5",
+            "trainer.max_epochs=2",
+            *SYNTHETIC_TINY,
+            "data.image_size=28",
+            "callbacks.test_curve=true",
+            "callbacks.time_to=[0,101]",
+        ],
+    )
+    curve = results["test_curve"]
+    assert [p["epoch"] for p in curve] == [1, 2]
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"]
+    assert all(0 <= p["test_acc1"] <= 1 for p in curve)
+    assert results["time_to_acc1"] == {"0": curve[0]["seconds"], "101": None}

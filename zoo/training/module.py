@@ -13,7 +13,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.analysis.robustness import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.fast import optimize
 from zoo.registry import create_model
 
 log = logging.getLogger(__name__)
@@ -117,12 +119,18 @@ class ZooClassifier(pl.LightningModule):
         compile: bool = False,
         pretrained: bool | str = False,
         seed: int = 0,
+        fast: bool = False,
+        adversarial: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model_name, pretrained=pretrained, **model_kwargs)
-        if channels_last:
+        channels_last = channels_last or fast
+        if fast:
+            optimize(self.model)  # exact convolution rewrites + channels_last (zoo.fast)
+        elif channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.adversarial = self._check_adversarial(adversarial)
         # Kept out of the module tree so the state_dict has no second copy of the weights.
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4})
@@ -139,6 +147,31 @@ class ZooClassifier(pl.LightningModule):
                 self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
             )
             setattr(self, f"{split}_loss", MeanMetric())
+
+    @staticmethod
+    def _check_adversarial(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``train.adversarial``: None, or {attack: fgsm|pgd, eps, steps, step_size}."""
+        if not cfg:
+            return None
+        cfg = dict(cfg)
+        unknown = set(cfg) - {"attack", "eps", "steps", "step_size"}
+        if unknown:
+            raise UserError(f"train.adversarial: unknown keys {sorted(unknown)}")
+        cfg.setdefault("attack", "pgd")
+        if cfg["attack"] not in ATTACKS:
+            raise UserError(f"train.adversarial.attack={cfg['attack']!r}: use fgsm or pgd")
+        if float(cfg.get("eps", -1)) < 0:
+            raise UserError("train.adversarial needs eps >= 0 (pixel units), e.g. eps=0.03")
+        return cfg
+
+    def _adversarial_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Madry et al.'s inner maximisation, generated with BatchNorm in eval mode."""
+        adv = dict(self.adversarial or {})
+        data = self.hparams.data or {}
+        kwargs: dict[str, Any] = {"mean": data.get("mean"), "std": data.get("std")}
+        if adv["attack"] == "pgd":
+            kwargs.update(steps=int(adv.get("steps", 3)), step_size=adv.get("step_size"))
+        return attack(adv["attack"], self.model, x, y, float(adv["eps"]), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -168,6 +201,8 @@ class ZooClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
+        if self.adversarial:
+            x = self._adversarial_batch(x, y)
         if hasattr(self.model, "reset_step_stats"):
             self.model.reset_step_stats()
         loss, logits = self._loss(self(x), y)

@@ -22,6 +22,7 @@ from zoo.complexity import count_macs
 from zoo.errors import UserError
 from zoo.io import atomic_write_bytes, atomic_write_json
 from zoo.registry import count_params
+from zoo.training.callbacks import TestCurve
 from zoo.training.module import ZooClassifier
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def train(cfg: DictConfig) -> float:
     """Fit, test the best checkpoint once, write results.json; return the optimised metric."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     ckpt_dir = out / "checkpoints"
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
@@ -133,6 +135,10 @@ def train(cfg: DictConfig) -> float:
             label_smoothing=cfg.train.label_smoothing,
             channels_last=cfg.train.channels_last,
             compile=cfg.train.compile,
+            fast=cfg.train.get("fast", False),
+            adversarial=OmegaConf.to_container(cfg.train.adversarial, resolve=True)
+            if cfg.train.get("adversarial")
+            else None,
             pretrained=cfg.model.get("pretrained") or False,
             seed=cfg.seed,
         )
@@ -149,20 +155,23 @@ def train(cfg: DictConfig) -> float:
         enable_version_counter=False,
     )
     callbacks: list = [checkpoint, TQDMProgressBar(refresh_rate=cfg.callbacks.progress_refresh)]
+    test_curve = TestCurve(start) if cfg.callbacks.get("test_curve") else None
+    if test_curve is not None:
+        callbacks.append(test_curve)
     if cfg.callbacks.early_stopping.enabled:
         es = cfg.callbacks.early_stopping
         callbacks.append(EarlyStopping(monitor="val/acc1", mode="max", patience=es.patience))
     trainer = build_trainer(cfg, out, callbacks)
     atomic_write_bytes(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
 
-    start = time.perf_counter()
+    fit_start = time.perf_counter()
     resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     try:  # weights_only: a checkpoint file can never run code
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"ckpt_path={resume} is not a zoo training checkpoint ({first})") from None
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - fit_start
     best_val = checkpoint.best_model_score
     test_metrics: dict[str, float] = {}
     if cfg.test:
@@ -200,6 +209,11 @@ def train(cfg: DictConfig) -> float:
         "best_checkpoint": checkpoint.best_model_path,
         "data": data_info,
     }
+    if test_curve is not None:
+        results["test_curve"] = test_curve.curve
+        results["time_to_acc1"] = {
+            f"{t:g}": test_curve.time_to(t / 100) for t in cfg.callbacks.get("time_to", [])
+        }
     atomic_write_json(out / "results.json", results)
     print_summary(results, out)
     metric = results.get(cfg.get("optimized_metric", "best_val_acc1"))

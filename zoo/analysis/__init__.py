@@ -1,0 +1,11 @@
+"""Analysis tools that work on any ``nn.Module``: loss landscapes, Hessian spectra, robustness.
+
+- :mod:`zoo.analysis.landscape` — filter-normalized random directions and 1D/2D loss surfaces
+  (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets").
+- :mod:`zoo.analysis.hessian` — top eigenvalues, trace and spectral density of the loss Hessian
+  (Yao et al. 2018, "Hessian-based Analysis of Large Batch Training and Robustness to
+  Adversaries"; Ghorbani et al. 2019 for the density).
+- :mod:`zoo.analysis.robustness` — FGSM and PGD (L∞) attacks and robust accuracy.
+
+Command line: ``python evaluate.py task=landscape|hessian|robustness ckpt_path=PATH``.
+"""
