@@ -303,3 +303,41 @@ def test_adversarial_training_option(tmp_path: Path) -> None:
     assert 0 < (adv - x).abs().max() * 0.25 <= 0.1 + 1e-6
     with pytest.raises(UserError, match="eps"):
         ZooClassifier("lenet5", {"num_classes": 10}, adversarial={"attack": "pgd", "eps": -1})
+
+
+def test_shortcut_study_end_to_end(tmp_path: Path) -> None:
+    from zoo.training.run import train
+
+    overrides = [
+        "experiment=shortcut_landscape",
+        f"output_dir={tmp_path}",
+        *SYNTHETIC_TINY,
+        "data.image_size=16",
+        "data.in_chans=1",
+        "data.train_subset=null",
+        "trainer.max_epochs=1",
+        "study.models=[resnet20,resnet20_noshort]",
+        "study.grid=-1:1:3",
+        "study.num_images=32",
+        "study.hessian_images=32",
+        "study.hessian_iter=3",
+    ]
+    cfg = compose(overrides)
+    assert cfg.data.name == "synthetic" and cfg.optim.lr == 0.1
+    train(cfg)
+    table = json.loads((tmp_path / "shortcut_table.json").read_text())
+    assert [(r["model"], r["depth"], r["shortcut"]) for r in table] == [
+        ("resnet20", 20, True),
+        ("resnet20_noshort", 20, False),
+    ]
+    for r in table:
+        assert 0 <= r["test_error"] <= 100 and r["lambda_max"] != 0 and np.isfinite(r["trace"])
+    assert (tmp_path / "shortcut_landscape.png").stat().st_size > 0
+    assert "| resnet20_noshort | 20 | no |" in (tmp_path / "shortcut_table.md").read_text()
+    stamp = (tmp_path / "resnet20" / "results.json").stat().st_mtime_ns
+    train(compose(overrides))  # a rerun reuses the trained models and the saved surfaces
+    assert (tmp_path / "resnet20" / "results.json").stat().st_mtime_ns == stamp
+    assert (
+        json.loads((tmp_path / "shortcut_table.json").read_text())[0]["test_error"]
+        == (table[0]["test_error"])
+    )

@@ -114,7 +114,16 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, test the best checkpoint once, write results.json; return the optimised metric."""
+    """Fit, test the best checkpoint once, write results.json; return the optimised metric.
+
+    A config with a ``study`` (e.g. ``experiment=shortcut_landscape``) runs ``study.fn(cfg)``
+    instead, which trains several models through this function and analyses them.
+    """
+    if cfg.get("study"):
+        from hydra.utils import get_method
+
+        get_method(cfg.study.fn)(cfg)
+        return float("nan")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
