@@ -128,18 +128,21 @@ def test_googlenet_training_returns_aux_in_torchvision_order() -> None:
     assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
-def test_densenet_memory_efficient_same_outputs_and_grads() -> None:
+@pytest.mark.parametrize("name", ["densenet40_k12", "densenet_bc100_k12"])
+def test_densenet_memory_efficient_same_outputs_grads_and_running_stats(name: str) -> None:
     torch.manual_seed(0)
-    plain = zoo.create_model("densenet40_k12", num_classes=3)
-    lean = zoo.create_model("densenet40_k12", num_classes=3, memory_efficient=True)
+    plain = zoo.create_model(name, num_classes=3)
+    lean = zoo.create_model(name, num_classes=3, memory_efficient=True)
     lean.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 16, 16)
     out_plain, out_lean = plain(x), lean(x)
     assert torch.allclose(out_plain, out_lean, atol=1e-6)
     out_plain.square().sum().backward()
-    out_lean.square().sum().backward()
+    out_lean.square().sum().backward()  # recomputes BN layers: running stats must not move twice
     for p, q in zip(plain.parameters(), lean.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-5)
+    for (k, a), b in zip(plain.state_dict().items(), lean.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ arXiv:1608.06993.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +57,23 @@ class DenseLayer(nn.Module):
         # Huang et al.'s Torch code also drops after the 1×1 bottleneck; torchvision does not.
         self.drop_inside = drop_inside and self.bottleneck and self.drop_rate > 0
         self.memory_efficient = memory_efficient
+        self._recomputing = False
 
     def _first_conv(self, *features: torch.Tensor) -> torch.Tensor:
         x = features[0] if len(features) == 1 else torch.cat(features, 1)
-        return self.conv1(self.relu1(self.norm1(x)))
+        out = self.conv1(self.relu1(self.norm1(x)))
+        if self.drop_inside:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return self.relu2(self.norm2(out)) if self.bottleneck else out
+
+    def _recomputable(self, *features: torch.Tensor) -> torch.Tensor:
+        # Checkpointing runs this twice (forward, then again in backward): BatchNorm must not
+        # update its running statistics the second time.
+        if not self._recomputing:
+            self._recomputing = True
+            return self._first_conv(*features)
+        with _frozen_running_stats(self.norm1, self.norm2 if self.bottleneck else None):
+            return self._first_conv(*features)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if (
@@ -67,16 +81,32 @@ class DenseLayer(nn.Module):
             and torch.is_grad_enabled()
             and any(f.requires_grad for f in features)
         ):
-            out = cp.checkpoint(self._first_conv, *features, use_reentrant=False)
+            # Recompute the concatenation, BN-ReLU-conv1 and BN-ReLU in backward: only the
+            # bottleneck activation that conv2 reads is stored (Pleiss et al. 2017 store less
+            # than torchvision's memory_efficient, which keeps conv1's output and BN2's input).
+            self._recomputing = False
+            out = cp.checkpoint(self._recomputable, *features, use_reentrant=False)
         else:
             out = self._first_conv(*features)
-        if self.drop_inside:
-            out = F.dropout(out, p=self.drop_rate, training=self.training)
         if self.bottleneck:
-            out = self.conv2(self.relu2(self.norm2(out)))
+            out = self.conv2(out)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         return out
+
+
+@contextmanager
+def _frozen_running_stats(*norms: nn.BatchNorm2d | None):
+    """BatchNorm layers that normalise with batch statistics but leave running ones unchanged."""
+    saved = [(n, n.momentum, n.num_batches_tracked.clone()) for n in norms if n is not None]
+    for n, _, _ in saved:
+        n.momentum = 0.0
+    try:
+        yield
+    finally:
+        for n, momentum, tracked in saved:
+            n.momentum = momentum
+            n.num_batches_tracked.copy_(tracked)
 
 
 class DenseBlock(nn.ModuleDict):
