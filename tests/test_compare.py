@@ -41,9 +41,19 @@ def test_compare_table_with_runs(tmp_path: Path) -> None:
                 "data.in_chans=1",
             ],
         )
-    cfg = _compose(tmp_path / "out", ["models=[lenet5,odenet_mnist]", f"runs=[{tmp_path}/run*]"])
+    cfg = _compose(
+        tmp_path / "out",
+        [
+            "models=[lenet5,odenet_mnist]",
+            f"runs=[{tmp_path}/run*]",
+            "task.input_sizes=[[1,28,28],[3,32,32]]",
+        ],
+    )
     rows = run(cfg)
-    lenet, ode = rows
+    assert [r["input"] for r in rows] == ["1×28×28"] * 2 + ["3×32×32"] * 2
+    lenet, ode, lenet32, _ = rows
+    assert lenet32["params"] == 61_706 + 2 * 150  # two more input channels in C1
+    assert lenet32["MACs (M)"] > lenet["MACs (M)"]
     assert lenet["params"] == 61_706
     assert lenet["MACs (M)"] == pytest.approx(0.4165, rel=0.01)  # LeCun's net at 28 padded to 32
     assert lenet["paper FLOPs (M)"] == pytest.approx(2 * lenet["MACs (M)"])
@@ -53,12 +63,19 @@ def test_compare_table_with_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with open(out / "comparison.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == COLUMNS and len(table) == 2
-    assert "nfe_forward" in (out / "comparison.md").read_text()
-    assert r"\begin{tabular}" in (out / "comparison.tex").read_text()
+    assert list(table[0]) == COLUMNS and len(table) == 4
+    markdown = (out / "comparison.md").read_text()
+    assert "nfe_forward" in markdown
+    assert "### Input 1×28×28" in markdown and "### Input 3×32×32" in markdown
+    assert (out / "comparison.tex").read_text().count(r"\begin{tabular}") == 2
     assert (out / "comparison.png").stat().st_size > 1000
 
 
 def test_compare_rejects_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown model"):
         run(_compose(tmp_path, ["models=[lenet6]"]))
+
+
+def test_compare_rejects_bad_input_size(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="task.input_sizes"):
+        run(_compose(tmp_path, ["models=[lenet5]", "task.input_sizes=[[28,28]]"]))

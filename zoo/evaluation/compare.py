@@ -1,12 +1,12 @@
 """``python evaluate.py task=compare models=[lenet5,resnet20,...] [runs=[dir,...]|'runs/**']``.
 
-One table per input size: family, parameters, MACs and the papers' FLOPs (2 × MACs), training
-memory at a stated batch (bytes autograd saves for backward), inference and training throughput
-(images/s, warm-up then the median of repeats, the same threads for every model, all in one run)
-and, from training runs (``results.json``), test top-1 as mean ± std over seeds with epochs and
-wall time — beside the papers' CIFAR-10 errors where they exist. Writes ``comparison.md``,
-``comparison.csv``, ``comparison.tex`` and ``comparison.png`` (accuracy against MACs and params,
-one marker per family).
+One table per input size (``task.input_sizes``, all measured in one call): family, parameters,
+MACs and the papers' FLOPs (2 × MACs), training memory at a stated batch (bytes autograd saves for
+backward), inference and training throughput (images/s, warm-up then the median of repeats, the
+same threads for every model, all in one run) and, from training runs (``results.json``), test
+top-1 as mean ± std over seeds with epochs and wall time — beside the papers' CIFAR-10 errors where
+they exist. Writes ``comparison.md``, ``comparison.csv``, ``comparison.tex`` and
+``comparison.png`` (accuracy against MACs and params, one marker per family).
 """
 
 from __future__ import annotations
@@ -206,30 +206,50 @@ def plot(rows: list[dict], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _input_sizes(task: DictConfig) -> list[tuple[int, int, int]]:
+    sizes = [tuple(int(v) for v in size) for size in task.input_sizes]
+    bad = [list(size) for size in sizes if len(size) != 3 or min(size) < 1]
+    if not sizes or bad:
+        raise UserError(
+            f"task.input_sizes={[list(x) for x in sizes]}: give a list of [C, H, W], "
+            "e.g. task.input_sizes=[[1,28,28],[3,32,32]]"
+        )
+    return sizes  # type: ignore[return-value]
+
+
 def run(cfg: DictConfig) -> list[dict]:
+    """One table per input size (sections of the same files); rows of every size returned."""
     models = list(cfg.models) or list(cfg.task.default_models)
     unknown = [m for m in models if not zoo.is_model(m)]
     if unknown:
         raise UserError(f"unknown model(s) {unknown}; see zoo.list_models()")
+    sizes = _input_sizes(cfg.task)
     torch.manual_seed(0)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    size = tuple(cfg.task.input_size)
-    rows = [measure(m, size, cfg.task.batch, cfg.task.repeats) for m in models]
     runs = collect_runs(list(cfg.runs)) if cfg.runs else {}
-    rows = build_table(rows, runs)
+    tables = []
+    for size in sizes:
+        rows = [measure(m, size, cfg.task.batch, cfg.task.repeats) for m in models]
+        tables.append(build_table(rows, runs))
     out = Path(cfg.output_dir)
-    header = (
-        f"### Input {rows[0]['input']} — batch {cfg.task.batch}, {torch.get_num_threads()} "
-        f"threads, fp32, {time.strftime('%Y-%m-%d')}"
-    )
-    atomic_write_text(out / "comparison.md", to_markdown(rows, header))
+    sections, latex = [], []
+    for rows in tables:
+        header = (
+            f"### Input {rows[0]['input']} — batch {cfg.task.batch}, {torch.get_num_threads()} "
+            f"threads, fp32, {time.strftime('%Y-%m-%d')}"
+        )
+        sections.append(to_markdown(rows, header))
+        latex.append(f"% input {rows[0]['input']}\n" + to_latex(rows))
+    markdown = "\n".join(sections)
+    atomic_write_text(out / "comparison.md", markdown)
+    all_rows = [r for rows in tables for r in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(all_rows)
     atomic_write_text(out / "comparison.csv", buffer.getvalue())
-    atomic_write_text(out / "comparison.tex", to_latex(rows))
-    plot(rows, out / "comparison.png")
-    print(to_markdown(rows, header))
-    return rows
+    atomic_write_text(out / "comparison.tex", "\n".join(latex))
+    plot(tables[0], out / "comparison.png")
+    print(markdown)
+    return all_rows
