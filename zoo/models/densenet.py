@@ -66,15 +66,6 @@ class DenseLayer(nn.Module):
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         return self.relu2(self.norm2(out)) if self.bottleneck else out
 
-    def _recomputable(self, *features: torch.Tensor) -> torch.Tensor:
-        # Checkpointing runs this twice (forward, then again in backward): BatchNorm must not
-        # update its running statistics the second time.
-        if not self._recomputing:
-            self._recomputing = True
-            return self._first_conv(*features)
-        with _frozen_running_stats(self.norm1, self.norm2 if self.bottleneck else None):
-            return self._first_conv(*features)
-
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if (
             self.memory_efficient
@@ -84,8 +75,8 @@ class DenseLayer(nn.Module):
             # Recompute the concatenation, BN-ReLU-conv1 and BN-ReLU in backward: only the
             # bottleneck activation that conv2 reads is stored (Pleiss et al. 2017 store less
             # than torchvision's memory_efficient, which keeps conv1's output and BN2's input).
-            self._recomputing = False
-            out = cp.checkpoint(self._recomputable, *features, use_reentrant=False)
+            norms = (self.norm1, self.norm2) if self.bottleneck else (self.norm1,)
+            out = checkpoint_once(self, self._first_conv, norms, *features)
         else:
             out = self._first_conv(*features)
         if self.bottleneck:
@@ -107,6 +98,26 @@ def _frozen_running_stats(*norms: nn.BatchNorm2d | None):
         for n, momentum, tracked in saved:
             n.momentum = momentum
             n.num_batches_tracked.copy_(tracked)
+
+
+def checkpoint_once(
+    owner: nn.Module, fn, norms: tuple[nn.BatchNorm2d, ...], *inputs: torch.Tensor
+) -> torch.Tensor:
+    """``fn(*inputs)`` under activation checkpointing, recomputed in backward.
+
+    The recomputation (the second call after this forward) normalises with batch statistics as
+    the first did but leaves the running statistics of ``norms`` unchanged.
+    """
+    owner._recomputing = False
+
+    def guarded(*args: torch.Tensor) -> torch.Tensor:
+        if not owner._recomputing:
+            owner._recomputing = True
+            return fn(*args)
+        with _frozen_running_stats(*norms):
+            return fn(*args)
+
+    return cp.checkpoint(guarded, *inputs, use_reentrant=False)
 
 
 class DenseBlock(nn.ModuleDict):
@@ -140,7 +151,15 @@ class DenseBlock(nn.ModuleDict):
 
 
 class Transition(nn.Sequential):
-    def __init__(self, num_input_features: int, num_output_features: int, drop_rate: float = 0.0):
+    """BN-ReLU-conv1×1(-dropout)-avgpool; ``memory_efficient`` recomputes BN-ReLU-conv."""
+
+    def __init__(
+        self,
+        num_input_features: int,
+        num_output_features: int,
+        drop_rate: float = 0.0,
+        memory_efficient: bool = False,
+    ):
         super().__init__()
         self.norm = nn.BatchNorm2d(num_input_features)
         self.relu = nn.ReLU(inplace=True)
@@ -148,6 +167,20 @@ class Transition(nn.Sequential):
         if drop_rate > 0:
             self.drop = nn.Dropout(drop_rate)
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+        self.memory_efficient = memory_efficient
+        self._recomputing = False
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.relu(self.norm(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and x.requires_grad:
+            x = checkpoint_once(self, self._convolve, (self.norm,), x)
+        else:
+            x = self._convolve(x)
+        if hasattr(self, "drop"):
+            x = self.drop(x)
+        return self.pool(x)
 
 
 class DenseNet(ZooModel):
@@ -198,9 +231,8 @@ class DenseNet(ZooModel):
             if i != len(block_config) - 1:
                 out_channels = int(channels * compression)
                 trans_drop = drop_rate if cifar else 0.0
-                features.add_module(
-                    f"transition{i + 1}", Transition(channels, out_channels, trans_drop)
-                )
+                transition = Transition(channels, out_channels, trans_drop, memory_efficient)
+                features.add_module(f"transition{i + 1}", transition)
                 channels = out_channels
         features.add_module("norm5", nn.BatchNorm2d(channels))
         self.features = features
