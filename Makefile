@@ -74,7 +74,7 @@ compare: setup
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare
 
-# Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 20 min on 2 cores).
+# Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2
 bench: setup
 	$(BENCH) against=torchvision output_dir=runs/bench/tv64 \
