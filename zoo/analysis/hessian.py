@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from zoo.analysis.common import eval_mode
+from zoo.analysis.landscape import evaluate, perturbed
 
 Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,16 +34,6 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _params(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _dot(a: Vector, b: Vector) -> torch.Tensor:
@@ -76,7 +68,7 @@ def hvp(model: nn.Module, criterion: Criterion, batches: Iterable, vector: Vecto
     params = _params(model)
     total = [torch.zeros_like(p) for p in params]
     n = 0
-    with _eval_mode(model):
+    with eval_mode(model):
         for x, y in batches:
             out = model(x)
             loss = criterion(out[0] if isinstance(out, tuple) else out, y)
@@ -216,24 +208,14 @@ def loss_along(
     epsilons: Sequence[float],
 ) -> list[float]:
     """Loss at ``θ + ε v`` for each ε (Yao et al. Fig. 4); the weights are restored."""
-    params = _params(model)
-    base = [p.detach().clone() for p in params]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    direction = dict(zip(names, vector, strict=True))
     batches = list(batches)
     losses = []
-    try:
-        with _eval_mode(model), torch.no_grad():
-            for eps in epsilons:
-                for p, b, v in zip(params, base, vector, strict=True):
-                    p.copy_(b + eps * v)
-                n, total = 0, 0.0
-                for x, y in batches:
-                    total += float(criterion(model(x), y)) * len(y)
-                    n += len(y)
-                losses.append(total / n)
-    finally:
-        with torch.no_grad():
-            for p, b in zip(params, base, strict=True):
-                p.copy_(b)
+    with perturbed(model, [direction]) as set_point:
+        for eps in epsilons:
+            set_point([eps])
+            losses.append(evaluate(model, batches, criterion)[0])
     return losses
 
 
@@ -242,10 +224,9 @@ def run(cfg) -> dict:
     from pathlib import Path
 
     from zoo.analysis.landscape import fixed_batches
-    from zoo.analysis.plots import save_figure
     from zoo.errors import UserError
     from zoo.evaluation.metrics import load_checkpoint_and_data
-    from zoo.io import atomic_write_json
+    from zoo.io import atomic_write_figure, atomic_write_json
 
     task = cfg.task
     if int(task.k) < 1 or int(task.max_iter) < 1:
@@ -285,13 +266,13 @@ def run(cfg) -> dict:
         ylabel="train loss",
         title=f"λ₁ = {eigenvalues[0]:.3g}",
     )
-    save_figure(fig, out / "loss_along_top_eigenvector.png")
+    atomic_write_figure(out / "loss_along_top_eigenvector.png", fig)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     lo, hi = min(nodes), max(nodes)
     pad = 0.05 * (hi - lo + 1e-6)
     grid = torch.linspace(lo - pad, hi + pad, 400)
     ax.semilogy(grid, density_on_grid(nodes, weights, grid, (hi - lo + 1e-6) / 100) + 1e-12)
     ax.set(xlabel="eigenvalue", ylabel="density (SLQ)")
-    save_figure(fig, out / "density.png")
+    atomic_write_figure(out / "density.png", fig)
     print(f"top eigenvalues {eigenvalues}, trace {tr:.4g}; written {out / 'hessian.json'}")
     return result

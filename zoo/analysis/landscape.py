@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.plots import save_figure
+from zoo.analysis.common import eval_mode
 from zoo.errors import UserError
-from zoo.io import atomic_write_bytes
+from zoo.io import atomic_write_bytes, atomic_write_figure
 
 Direction = dict[str, torch.Tensor]
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -139,17 +139,13 @@ def evaluate(
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> tuple[float, float]:
     """Mean loss and top-1 accuracy over ``batches``, the model in eval mode (mode restored)."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    try:
+    with eval_mode(model):
         for x, y in batches:
             logits = model(x)
             loss_sum += float(criterion(logits, y)) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         raise UserError("no images to evaluate the landscape on")
     return loss_sum / n, correct / n
@@ -260,7 +256,7 @@ def plot(result: dict[str, np.ndarray], out_dir: Path, log_scale: bool = False) 
         ax3.plot_surface(x, y, loss, cmap="viridis", linewidth=0)
         ax3.set(xlabel="δ", ylabel="η", zlabel=label)
         figures["landscape_3d.png"] = fig
-    return [save_figure(fig, out_dir / name) for name, fig in figures.items()]
+    return [atomic_write_figure(out_dir / name, fig) for name, fig in figures.items()]
 
 
 def fixed_batches(dm, num_images: int, batch_size: int = 500, split: str = "train") -> list:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.analysis.common import eval_mode
 from zoo.errors import UserError
 
 ATTACKS = ("fgsm", "pgd")
@@ -54,9 +55,7 @@ def pgd(
     if random_start and eps > 0:
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         adv = (adv + (2 * noise - 1) * eps).clamp(0, 1)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(steps):
             adv.requires_grad_(True)
             with torch.enable_grad():
@@ -66,8 +65,6 @@ def pgd(
             with torch.no_grad():
                 adv = adv + step_size * grad.sign()
                 adv = torch.min(torch.max(adv, clean - eps), clean + eps).clamp(0, 1)
-    finally:
-        model.train(was_training)
     return ((adv - m) / s).detach()
 
 
@@ -105,10 +102,8 @@ def robust_accuracy(
     if any(e < 0 for e in epsilons):
         raise UserError(f"epsilons must be >= 0, got {list(epsilons)}")
     batches = list(batches)
-    was_training = model.training
-    model.eval()
     result = {}
-    try:
+    with eval_mode(model):
         for eps in epsilons:
             gen = torch.Generator().manual_seed(seed)
             correct = n = 0
@@ -119,8 +114,6 @@ def robust_accuracy(
                     correct += int((model(adv).argmax(1) == y).sum())
                 n += len(y)
             result[float(eps)] = correct / max(1, n)
-    finally:
-        model.train(was_training)
     return result
 
 
@@ -129,9 +122,8 @@ def run(cfg) -> dict[str, Any]:
     from pathlib import Path
 
     from zoo.analysis.landscape import fixed_batches
-    from zoo.analysis.plots import save_figure
     from zoo.evaluation.metrics import load_checkpoint_and_data
-    from zoo.io import atomic_write_json
+    from zoo.io import atomic_write_figure, atomic_write_json
 
     task = cfg.task
     model, info, dm = load_checkpoint_and_data(cfg, "robustness", "test")
@@ -162,7 +154,7 @@ def run(cfg) -> dict[str, Any]:
     ax.plot(list(accuracy), [100 * a for a in accuracy.values()], "o-")
     title = f"{info['model']}: {task.attack}"
     ax.set(xlabel="ε (pixel units, L∞)", ylabel="top-1 (%)", title=title)
-    save_figure(fig, out / "robustness.png")
+    atomic_write_figure(out / "robustness.png", fig)
     for eps, acc in accuracy.items():
         print(f"  eps {eps:<6g} top-1 {100 * acc:.2f}%")
     return result

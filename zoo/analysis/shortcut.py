@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.analysis import hessian, landscape
-from zoo.analysis.plots import save_figure
 from zoo.errors import UserError
-from zoo.io import atomic_write_json, atomic_write_text
+from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -130,4 +129,4 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     fig.tight_layout()
-    save_figure(fig, path)
+    atomic_write_figure(path, fig)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -26,3 +28,11 @@ def saved_tensor_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
         out = module(x)
     out.sum().backward()
     return total
+
+
+def status_mib(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, …) in MiB (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status (the RSS probe needs Linux)")

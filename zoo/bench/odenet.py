@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.bench import saved_tensor_bytes
+from zoo.bench import saved_tensor_bytes, status_mib
 from zoo.io import atomic_write_json, atomic_write_text
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -57,22 +57,15 @@ def saved_bytes_and_nfe(adjoint: bool, tol: float, batch: int) -> dict:
     }
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status (the RSS probe needs Linux)")
-
-
 def rss_probe(adjoint: bool, tol: float, batch: int) -> dict:
     """Run in a fresh process: resident memory before one forward + backward and its peak."""
     model, x = _model_and_input(adjoint, tol, batch)
     model(x[:2]).sum().backward()
     model.zero_grad()
-    before = _status_mib("VmRSS")
+    before = status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     model(x).sum().backward()
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     return {"rss_before_MiB": before, "rss_peak_MiB": peak, "rss_step_MiB": peak - before}
 
 

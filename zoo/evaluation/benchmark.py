@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import zoo
+from zoo.bench import status_mib
 from zoo.errors import UserError
 from zoo.fast import optimize, to_fast_input
 from zoo.io import atomic_write_json, atomic_write_text
@@ -129,13 +130,6 @@ def time_alternating(
     return [statistics.median(t) for t in times]
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_mib(spec: dict[str, Any]) -> float | None:
     """Peak training memory of ``spec`` (see the module docstring); None where not measurable."""
     if spec["device"] == "cuda":
@@ -171,11 +165,11 @@ def _memory_probe(spec: dict[str, Any]) -> None:
     """Subprocess body: print the VmHWM rise over two training steps of a fresh model."""
     torch.set_num_threads(spec["threads"])
     runner = _runner_from_spec(spec, torch.device("cpu"))
-    base = _status_mib("VmRSS")
+    base = status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     runner.train_step()
     runner.train_step()
-    print(_status_mib("VmHWM") - base)
+    print(status_mib("VmHWM") - base)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

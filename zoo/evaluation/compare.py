@@ -27,7 +27,7 @@ import zoo
 from zoo.bench import saved_tensor_bytes
 from zoo.complexity import count_macs
 from zoo.errors import UserError
-from zoo.io import atomic_write_bytes, atomic_write_text
+from zoo.io import atomic_write_figure, atomic_write_text
 
 # CIFAR-10 test error (%) reported by the papers, with their source.
 PAPER_CIFAR10_ERROR = {
@@ -200,10 +200,7 @@ def plot(rows: list[dict], path: Path) -> None:
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_figure(path, fig, tight=False)
 
 
 def _input_sizes(task: DictConfig) -> list[tuple[int, int, int]]:

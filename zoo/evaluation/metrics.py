@@ -26,7 +26,7 @@ from torchmetrics.classification import (
 )
 
 from zoo.errors import UserError
-from zoo.io import atomic_write_bytes, atomic_write_json
+from zoo.io import atomic_write_figure, atomic_write_json
 from zoo.pretrained import model_from_checkpoint
 
 
@@ -94,8 +94,6 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
     cm = torch.tensor(result["confusion_matrix"], dtype=torch.float)
@@ -103,7 +101,7 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     im = ax.imshow(cm / cm.sum(1, keepdim=True).clamp_min(1), cmap="Blues", vmin=0, vmax=1)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax)
-    _save(fig, out / "confusion_matrix.png", io)
+    atomic_write_figure(out / "confusion_matrix.png", fig)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     bins = [b for b in result["reliability_bins"] if b["count"]]
     ax.bar(
@@ -116,16 +114,7 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", title=f"reliability (ECE {result['ece']:.3f})")
     ax.legend()
-    _save(fig, out / "reliability.png", io)
-
-
-def _save(fig, path: Path, io) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    atomic_write_figure(out / "reliability.png", fig)
 
 
 def load_checkpoint_and_data(cfg: DictConfig, task: str, stage: str = "test"):
