@@ -58,10 +58,9 @@ weights: setup
 	$(PY) train.py model=lenet5 threads=1 hydra.run.dir=runs/weights/lenet5
 	$(PY) -m zoo.tools.export runs/weights/lenet5/checkpoints/best.ckpt weights/lenet5_fmnist.safetensors \
 		--command "python train.py model=lenet5 threads=1 hydra.run.dir=runs/weights/lenet5"
-	$(PY) train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true \
-		hydra.run.dir=runs/weights/resnet20
+	$(PY) train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
-		--command "python train.py model=resnet20 threads=1 trainer.max_epochs=4 data.crop_padding=2 data.hflip=true hydra.run.dir=runs/weights/resnet20"
+		--command "python train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20"
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
@@ -87,7 +86,10 @@ bench: setup
 		"models=[resnet18,resnet50,densenet121,vgg16_bn]"
 	$(PY) -m zoo.bench.data_pipeline --out runs/bench/data_pipeline.json
 
-# LeNet-5 time to 90 % Fashion-MNIST test top-1 with the default recipe (test top-1 every epoch).
+# Time to accuracy (test top-1 after every epoch, seconds in results.json): LeNet-5 to 90 % with the
+# default recipe (about 1 min), then ResNet-20 to 92 % and 94 % (experiment=resnet20_fmnist, 30 epochs,
+# about 40 min on 2 cores).
 time-to-accuracy: setup
 	$(PY) train.py model=lenet5 data=fashion_mnist trainer=cpu threads=2 \
 		callbacks.test_curve=true "callbacks.time_to=[88,89,90]" hydra.run.dir=runs/time_to_acc/lenet5
+	$(PY) train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/time_to_acc/resnet20

@@ -163,6 +163,16 @@ def test_top_eigenvalues_match_the_explicit_hessian() -> None:
         assert abs(float(v @ evecs[:, order[i]])) > 0.99
 
 
+def test_top_eigenvalues_come_largest_first_before_convergence() -> None:
+    model, batches, _ = _mlp_and_explicit_hessian()
+    for max_iter in (1, 2, 3):
+        values, vectors = hessian.top_eigenvalues(
+            model, F.cross_entropy, batches, k=4, max_iter=max_iter, tol=1e-10
+        )
+        magnitudes = [abs(v) for v in values]
+        assert magnitudes == sorted(magnitudes, reverse=True) and len(vectors) == 4
+
+
 def test_trace_and_density_against_the_explicit_hessian() -> None:
     model, batches, h = _mlp_and_explicit_hessian()
     before = [p.detach().clone() for p in model.parameters()]

@@ -180,6 +180,27 @@ def test_experiment_configs_compose(name: str) -> None:
     assert cfg.trainer.max_epochs > 0
 
 
+PAPER_EXPERIMENTS = [
+    "li_resnet56_cifar10",
+    "li_resnet56_noshort_cifar10",
+    "li_resnet56_fmnist",
+    "li_resnet56_noshort_fmnist",
+    "densenet_bc100_cifar10",
+    "densenet_bc100_fmnist",
+    "cliquenet_cifar10",
+    "cliquenet_fmnist",
+    "shortcut_landscape",
+    "shortcut_landscape_full",
+]
+
+
+@pytest.mark.parametrize("name", PAPER_EXPERIMENTS)
+def test_paper_recipes_train_with_plain_cross_entropy(name: str) -> None:
+    # The library default smooths labels (0.1); the papers' recipes did not.
+    assert compose([]).train.label_smoothing > 0
+    assert compose([f"experiment={name}"]).train.label_smoothing == 0.0
+
+
 @pytest.mark.parametrize(
     "name", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 )

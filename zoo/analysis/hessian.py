@@ -92,7 +92,8 @@ def top_eigenvalues(
     tol: float = 1e-3,
     seed: int = 0,
 ) -> tuple[list[float], list[Vector]]:
-    """The ``k`` eigenvalues of largest magnitude and their unit eigenvectors (power iteration).
+    """The ``k`` eigenvalues of largest magnitude and their unit eigenvectors (power iteration
+    with deflation), largest magnitude first.
 
     Stops an eigenvalue when it changes by less than ``tol`` relative between iterations.
     """
@@ -114,7 +115,9 @@ def top_eigenvalues(
             eigenvalue = new
         values.append(float(eigenvalue))
         vectors.append(v)
-    return values, vectors
+    # With close eigenvalues and few iterations, deflation can find a larger one later.
+    order = sorted(range(k), key=lambda i: -abs(values[i]))
+    return [values[i] for i in order], [vectors[i] for i in order]
 
 
 def trace(
