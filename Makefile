@@ -88,7 +88,7 @@ bench: setup
 
 # Time to accuracy (test top-1 after every epoch, seconds in results.json): LeNet-5 to 90 % with the
 # default recipe (about 1 min), then ResNet-20 to 92 % and 94 % (experiment=resnet20_fmnist, 30 epochs,
-# about 40 min on 2 cores).
+# about 80 min on 2 cores).
 time-to-accuracy: setup
 	$(PY) train.py model=lenet5 data=fashion_mnist trainer=cpu threads=2 \
 		callbacks.test_curve=true "callbacks.time_to=[88,89,90]" hydra.run.dir=runs/time_to_acc/lenet5
