@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from test_train import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
+from zoo import attacks
 from zoo.analysis import hessian, landscape, robustness
 from zoo.errors import UserError
 
@@ -210,7 +211,7 @@ def test_pgd_stays_in_the_ball_and_lowers_accuracy() -> None:
     x, y = data[0]
     normalized = (x - mean) / std
     eps = 0.1
-    adv = robustness.pgd(model, normalized, y, eps, steps=5, mean=mean, std=std)
+    adv = attacks.pgd(model, normalized, y, eps, steps=5, mean=mean, std=std)
     pixels = adv * std + mean
     assert (pixels - x).abs().max() <= eps + 1e-6
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.common import eval_mode
 from zoo.analysis.landscape import evaluate, perturbed
+from zoo.modes import eval_mode
 
 Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

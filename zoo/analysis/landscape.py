@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.common import eval_mode
 from zoo.errors import UserError
 from zoo.io import atomic_write_bytes, atomic_write_figure
+from zoo.modes import eval_mode
 
 Direction = dict[str, torch.Tensor]
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
