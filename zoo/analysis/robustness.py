@@ -13,6 +13,7 @@ from torch import nn
 from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
 from zoo.modes import eval_mode
+from zoo.stats import Proportion
 
 
 def robust_accuracy(
@@ -22,8 +23,10 @@ def robust_accuracy(
     attack_name: str = "pgd",
     seed: int = 0,
     **kwargs: Any,
-) -> dict[float, float]:
-    """Top-1 accuracy on the attacked batches for every epsilon (0: clean accuracy)."""
+) -> dict[float, Proportion]:
+    """Images still classified correctly under attack, for every epsilon (0: clean accuracy), as
+    a :class:`zoo.stats.Proportion` (``.value``, and ``.interval()`` for the Wilson interval of a
+    sample of images)."""
     if attack_name not in ATTACKS:
         raise UserError(f"unknown attack {attack_name!r}; use one of {', '.join(ATTACKS)}")
     if any(e < 0 for e in epsilons):
@@ -40,7 +43,9 @@ def robust_accuracy(
                 with torch.no_grad():
                     correct += int((model(adv).argmax(1) == y).sum())
                 n += len(y)
-            result[float(eps)] = correct / max(1, n)
+            if n == 0:
+                raise UserError("no images to attack")
+            result[float(eps)] = Proportion(correct, n)
     return result
 
 
@@ -67,7 +72,10 @@ def run(cfg) -> dict[str, Any]:
         "steps": int(task.steps) if task.attack == "pgd" else 1,
         "step_size": task.step_size,
         "num_images": sum(len(y) for _, y in batches),
-        "accuracy": {str(k): v for k, v in accuracy.items()},
+        "seed": int(cfg.seed),
+        "accuracy": {str(k): p.value for k, p in accuracy.items()},
+        "correct": {str(k): p.successes for k, p in accuracy.items()},
+        "ci95": {str(k): list(p.interval()) for k, p in accuracy.items()},
     }
     out = Path(cfg.output_dir)
     atomic_write_json(out / "robustness.json", result)
@@ -78,10 +86,17 @@ def run(cfg) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.plot(list(accuracy), [100 * a for a in accuracy.values()], "o-")
-    title = f"{info['model']}: {task.attack}"
+    values = [100 * p.value for p in accuracy.values()]
+    bars = [[100 * (p.value - p.interval()[0]) for p in accuracy.values()]]
+    bars.append([100 * (p.interval()[1] - p.value) for p in accuracy.values()])
+    ax.errorbar(list(accuracy), values, yerr=bars, fmt="o-", capsize=3)
+    title = f"{info['model']}: {task.attack} (95 % Wilson CI, {result['num_images']} images)"
     ax.set(xlabel="ε (pixel units, L∞)", ylabel="top-1 (%)", title=title)
     atomic_write_figure(out / "robustness.png", fig)
-    for eps, acc in accuracy.items():
-        print(f"  eps {eps:<6g} top-1 {100 * acc:.2f}%")
+    for eps, p in accuracy.items():
+        lo, hi = p.interval()
+        print(
+            f"  eps {eps:<6g} top-1 {100 * p.value:.2f}% "
+            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%, {p.successes}/{p.trials})"
+        )
     return result

@@ -67,7 +67,7 @@ def analyse(cfg: DictConfig, results: dict[str, Any], out: Path, dm) -> dict[str
     h_batches = landscape.fixed_batches(dm, study.hessian_images, batch_size=100)
     steps = int(study.hessian_iter)
     top, _ = hessian.top_eigenvalues(model, F.cross_entropy, h_batches, 1, steps, tol=1e-2)
-    tr = hessian.trace(model, F.cross_entropy, h_batches, max_iter=steps, tol=1e-2)
+    tr = hessian.trace(model, F.cross_entropy, h_batches, max_iter=steps, rtol=1e-2)
     depth = int(re.search(r"\d+", results["model"]).group())
     return {
         "model": results["model"],
