@@ -201,3 +201,14 @@ def test_corrections_task_on_a_lenet5_checkpoint(tmp_path: Path) -> None:
         assert (tmp_path / "out" / "corrections.png").stat().st_size > 0
     with pytest.raises(UserError, match="max_pixels"):
         corrections.run(compose([*overrides, "task.patch=[0,0,5,5]"], "evaluate"))
+
+
+def test_the_model_is_left_as_it_was() -> None:
+    net, x, features, target = CASES[5]  # with BatchNorm
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = minimal_correction(net, x, target, features, 0.0, (-BOX, BOX))
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    net.eval()
+    with torch.no_grad():
+        assert int(net(result.x[None]).argmax()) == target

@@ -356,6 +356,14 @@ class _Problem:
     def solve(self, rows: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
         return _solve(rows, rhs, self.weights, self.dlo, self.dhi)
 
+    def pattern_near(self, delta: np.ndarray) -> list[torch.Tensor]:
+        """The pattern at a point within 1e-6 (relative to the bounds) of x₀ + δ: at a tie
+        between units (x on several regions' boundaries, e.g. equal values in a max-pool
+        window) it is the pattern of a full-dimensional region touching that point."""
+        span = np.where(np.isfinite(self.dhi - self.dlo), self.dhi - self.dlo, 1.0)
+        jitter = np.random.default_rng(0).uniform(-1e-6, 1e-6, self.k) * span
+        return self.lin.pattern_at(self.input_at(np.clip(delta + jitter, self.dlo, self.dhi)))
+
     def input_at(self, delta: np.ndarray) -> torch.Tensor:
         z = self.x.flatten().index_add(0, self.feats, torch.from_numpy(np.asarray(delta)))
         return z.view_as(self.x)
@@ -461,7 +469,7 @@ def minimal_correction(
         entries[entry] = (pattern, parent, row)
         heapq.heappush(queue, (key, entry))
 
-    push(heap, 0.0, lin.pattern_at(pb.x))
+    push(heap, 0.0, pb.pattern_near(np.zeros(pb.k)))
     for seed in (_walk(pb), _attack_seed(pb)):
         if seed is not None:
             push(local, 0.0, seed)
@@ -586,40 +594,71 @@ def minimal_correction(
     )
 
 
-class _FeatureSpace(nn.Module):
-    """The network as a function of the chosen features scaled to [0, 1], the others fixed."""
+class FeatureSpace(nn.Module):
+    """``model`` as a function of the features ``features`` of ``x`` scaled from [lo, hi] to
+    [0, 1], the other features fixed: what PGD restricted to those features attacks."""
 
-    def __init__(self, pb: _Problem) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, features, lo, hi) -> None:
         super().__init__()
-        self.pb = pb
-        self.lo, self.span = torch.tensor(pb.lo), torch.tensor(pb.hi - pb.lo)
+        self.model, self.x = model, x
+        self.feats = torch.as_tensor(features, dtype=torch.long)
+        self.lo = torch.as_tensor(np.asarray(lo, float), dtype=x.dtype).expand(len(self.feats))
+        self.span = torch.as_tensor(np.asarray(hi, float), dtype=x.dtype) - self.lo
+        self.train(model.training)  # so that an attack's eval_mode restores the model's mode
+
+    def to_unit(self, z: torch.Tensor) -> torch.Tensor:
+        """The features of the input ``z`` in [0, 1]."""
+        return ((z.flatten()[self.feats] - self.lo) / self.span).clamp(0, 1)
+
+    def to_input(self, u: torch.Tensor) -> torch.Tensor:
+        """Inputs (batch of ``u``'s rows) with the features set from ``u``."""
+        z = self.x.flatten().repeat(len(u), 1)
+        z = z.index_copy(1, self.feats, self.lo + u * self.span)
+        return z.view(len(u), *self.x.shape)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        z = self.pb.x.flatten().repeat(len(u), 1)
-        z = z.index_copy(1, self.pb.feats, self.lo + u * self.span)
-        return self.pb.lin.model(z.view(len(u), *self.pb.x.shape))
+        return self.model(self.to_input(u))
 
 
-def _attack_seed(pb: _Problem) -> list[torch.Tensor] | None:
-    """The pattern of the first input of the target class found by targeted PGD
-    (:func:`zoo.attacks.pgd`, restricted to the features) at growing ε; None without finite
-    bounds or when PGD fails."""
+def smallest_pgd(
+    model: nn.Module, x: torch.Tensor, target: int, features, lo, hi, bisections: int = 8
+) -> torch.Tensor | None:
+    """The input of class ``target`` found by targeted PGD (:func:`zoo.attacks.pgd`, 50
+    steps, L∞ in units of the feature ranges, only ``features`` changed) at the smallest ε a
+    bisection on [0, 1] finds; None when ε = 1 fails."""
     from zoo.attacks import pgd
 
-    if not np.all(np.isfinite(pb.hi - pb.lo)):
-        return None
-    space = _FeatureSpace(pb)
-    u0 = ((torch.tensor(pb.x0) - space.lo) / space.span).clamp(0, 1)[None]
-    wanted = torch.tensor([pb.target])
-    for eps in (0.03, 0.1, 0.3, 1.0):
+    space = FeatureSpace(model, x, features, lo, hi)
+    u0, wanted = space.to_unit(x)[None], torch.tensor([int(target)])
+
+    def attack(eps: float) -> torch.Tensor | None:
         gen = torch.Generator().manual_seed(0)
         u = pgd(space, u0, wanted, eps, steps=50, generator=gen, targeted=True)
         with torch.no_grad():
-            if int(space(u).argmax(1)) == pb.target:
-                return pb.lin.pattern_at(
-                    pb.input_at((space.lo + u[0] * space.span).numpy() - pb.x0)
-                )
-    return None
+            return u if int(space(u).argmax(1)) == int(target) else None
+
+    best, low, high = attack(1.0), 0.0, 1.0
+    if best is None:
+        return None
+    for _ in range(bisections):
+        found = attack((low + high) / 2)
+        if found is None:
+            low = (low + high) / 2
+        else:
+            best, high = found, (low + high) / 2
+    return space.to_input(best)[0]
+
+
+def _attack_seed(pb: _Problem) -> list[torch.Tensor] | None:
+    """The pattern of the closest PGD point (:func:`smallest_pgd`); None without finite
+    bounds or when PGD fails. Its region is then examined first, so the correction is never
+    farther than that PGD point."""
+    if not np.all(np.isfinite(pb.hi - pb.lo)):
+        return None
+    found = smallest_pgd(pb.lin.model, pb.x, pb.target, pb.feats, pb.lo, pb.hi)
+    if found is None:
+        return None
+    return pb.pattern_near(found.flatten()[pb.feats].numpy() - pb.x0)
 
 
 def _walk(pb: _Problem) -> list[torch.Tensor] | None:
@@ -628,7 +667,7 @@ def _walk(pb: _Problem) -> list[torch.Tensor] | None:
     that point, until a pattern's own region holds target inputs. Returns that pattern or None."""
     delta = np.zeros(pb.k)
     for _ in range(MAX_WALK):
-        region = pb.region(pb.lin.pattern_at(pb.input_at(delta)))
+        region = pb.region(pb.pattern_near(delta))
         if region is None:
             return None
         c_rows, c_rhs = pb.class_rows(region)
