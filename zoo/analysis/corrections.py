@@ -357,12 +357,16 @@ class _Problem:
         return _solve(rows, rhs, self.weights, self.dlo, self.dhi)
 
     def pattern_near(self, delta: np.ndarray) -> list[torch.Tensor]:
-        """The pattern at a point within 1e-6 (relative to the bounds) of x₀ + δ: at a tie
-        between units (x on several regions' boundaries, e.g. equal values in a max-pool
-        window) it is the pattern of a full-dimensional region touching that point."""
+        """The pattern at a point within 1e-6 (relative to the bounds) of x₀ + δ and strictly
+        inside the bounds: at a tie between units (x on several regions' boundaries, e.g. equal
+        values in a max-pool window, or pixels at 0) it is the pattern of a full-dimensional
+        region touching that point."""
         span = np.where(np.isfinite(self.dhi - self.dlo), self.dhi - self.dlo, 1.0)
-        jitter = np.random.default_rng(0).uniform(-1e-6, 1e-6, self.k) * span
-        return self.lin.pattern_at(self.input_at(np.clip(delta + jitter, self.dlo, self.dhi)))
+        rng = np.random.default_rng(0)
+        step = 1e-6 * span * rng.uniform(0.1, 1.0, (3, self.k))
+        point = np.clip(delta + step[0] * rng.choice([-1.0, 1.0], self.k), self.dlo, self.dhi)
+        point = np.clip(point, self.dlo + step[1], self.dhi - step[2])
+        return self.lin.pattern_at(self.input_at(point))
 
     def input_at(self, delta: np.ndarray) -> torch.Tensor:
         z = self.x.flatten().index_add(0, self.feats, torch.from_numpy(np.asarray(delta)))
@@ -469,12 +473,16 @@ def minimal_correction(
         entries[entry] = (pattern, parent, row)
         heapq.heappush(queue, (key, entry))
 
-    push(heap, 0.0, pb.pattern_near(np.zeros(pb.k)))
+    root = pb.pattern_near(np.zeros(pb.k))
+    push(heap, 0.0, root)
+    root_region = pb.region(root)
+    root_key = None if root_region is None else _key(root_region.pattern)
     for seed in (_walk(pb), _attack_seed(pb)):
         if seed is not None:
             push(local, 0.0, seed)
 
     seen: set[bytes] = set()
+    processed: set[bytes] = set()
     waiting: dict[bytes, tuple[_Region, float]] = {}  # examined, their distance above their key
     pieces: list[tuple[np.ndarray, np.ndarray]] = []
     nearest: float | None = None  # the closest target input found, stable or not
@@ -556,8 +564,10 @@ def minimal_correction(
             heapq.heappush(heap, (distance, entry))
             continue
         seen.add(key)
+        processed.add(key)
         process(region)
-    certified = not heap and not local  # every region that could be closer was examined
+    # Every region that could hold a closer correction was examined, starting from x's own.
+    certified = not heap and not local and root_key in processed
     for region, distance in waiting.values():  # examined already: look inside before stopping
         if distance < goal():
             process(region)

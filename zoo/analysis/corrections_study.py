@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from zoo.analysis.corrections import (
     salient_patch,
     smallest_pgd,
 )
+from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json
 
 
@@ -123,8 +125,13 @@ FEATURES = ("worst radius", "worst concave points")
 
 def breast_cancer_mlp(seed: int = 0):
     """Scaled data (training min/max to [0, 1]) and a 30-32-32-2 ReLU MLP trained on 70 %."""
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise UserError(
+            "the tabular example needs scikit-learn: pip install 'zoo[examples]'"
+        ) from None
 
     data = load_breast_cancer()
     x_train, x_test, y_train, y_test = train_test_split(
@@ -172,9 +179,8 @@ def tabular(out: Path, stamp: dict, n: int = 100, radius: float = 0.02) -> dict:
         **stamp,
         **summarize(rows),
     }
-    example = next(
-        i for i, r in enumerate(rows) if r["found"] and r["stable"] and r["num_regions"] > 1
-    )
+    shown = [i for i, r in enumerate(rows) if r["found"] and r["stable"] and r["num_regions"] > 1]
+    example = min(shown, key=lambda i: rows[i]["distance"])  # a correction near the boundary
     _plot_tabular(model, inputs[example], targets[example], features, radius, classes, out)
     summary["plotted_input"] = example
     atomic_write_json(out / "tabular.json", {"summary": summary, "rows": rows})
@@ -303,12 +309,16 @@ def main() -> None:
     out = Path(args.out)
     stamp = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads()}
     stamp["gemm_gflops"] = round(gemm_gflops(), 1)
-    if args.which == "tabular":
-        summary = tabular(out, stamp, args.n)
-    elif args.which == "images":
-        summary = images(args.ckpt, out, stamp, args.first, args.n)
-    else:
-        summary = merge_images(out)
+    try:
+        if args.which == "tabular":
+            summary = tabular(out, stamp, args.n)
+        elif args.which == "images":
+            summary = images(args.ckpt, out, stamp, args.first, args.n)
+        else:
+            summary = merge_images(out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps(summary, indent=2))
 
 
