@@ -292,6 +292,20 @@ def test_pgd_stays_in_the_ball_and_lowers_accuracy() -> None:
     assert fgsm[0.2].value < clean
 
 
+def test_targeted_pgd_changes_only_the_masked_pixels() -> None:
+    model, data = _trained_toy()
+    x, y = data[0]
+    wanted = (y + 1) % 3
+    mask = torch.zeros(1, 6, 6)
+    mask[:, :, :3] = 1  # the left half of each image
+    adv = attacks.pgd(model, x, wanted, 1.0, steps=20, targeted=True, mask=mask)
+    assert torch.equal(adv[..., 3:], x[..., 3:])
+    with torch.no_grad():
+        hit = (model(adv).argmax(1) == wanted).float().mean()
+        before = (model(x).argmax(1) == wanted).float().mean()
+    assert hit > 0.5 > before
+
+
 @pytest.mark.parametrize(("eps", "attack"), [(-0.1, "pgd"), (0.1, "cw")])
 def test_bad_attack_settings(eps: float, attack: str) -> None:
     model, data = tiny_cnn(), toy_data()
