@@ -223,7 +223,7 @@ def _plot_tabular(model, x, target, features, radius, classes, out: Path) -> Non
         title=f"to '{classes[target]}': {result.num_regions} activation regions (hatched)",
     )
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
     atomic_write_figure(out / "tabular_region.png", fig)
 
 
