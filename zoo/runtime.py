@@ -2,11 +2,12 @@
 
 glibc's ``malloc`` serves every block above ``M_MMAP_THRESHOLD`` (at most 32 MiB) with a fresh
 ``mmap`` and returns it to the kernel on ``free``. A training step allocates and frees the same
-large activations every time, so each step pays millions of page faults and re-zeroes every
-page: cliquenet_k36_t12_ac at batch 128 on 28×28 spent 40 % of its time in the kernel
-(docs/performance.md). The ``retain`` policy tells glibc (``mallopt``) to serve large blocks from the heap and to keep freed
-memory for reuse, which removes the churn; ``system`` leaves the allocator untouched. The process's
-resident memory then stays at its peak instead of shrinking between steps.
+large activations every time, so each step pays millions of page faults and re-zeroes every page:
+cliquenet_k36_t12_ac at batch 128 on 28×28 spent 40 % of its time in the kernel
+(docs/performance.md). The ``retain`` policy tells glibc (``mallopt``) to serve large blocks from
+the heap and to keep freed memory for reuse, which removes the churn; ``system`` leaves the
+allocator untouched. The process's resident memory then stays at its peak instead of shrinking
+between steps.
 """
 
 from __future__ import annotations

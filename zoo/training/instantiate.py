@@ -1,9 +1,10 @@
 """Objects from config nodes with a ``_target_``: callbacks, loggers, optimizers, schedules.
 
 As in lightning-hydra-template (``src/utils/instantiators.py``): every entry of ``cfg.callbacks``
-and ``cfg.logger`` that has a ``_target_`` is instantiated in order; an entry with ``enabled: false`` is
-left out; plain values (switches such as ``callbacks.test_curve``) are only read by interpolation.
-A target that cannot be imported or built is a one-line UserError naming the config key.
+and ``cfg.logger`` that has a ``_target_`` is instantiated in order; an entry with ``enabled:
+false`` is left out; plain values (switches such as ``callbacks.test_curve``) are only read by
+interpolation. A target that cannot be imported or built is a one-line UserError naming the config
+key.
 """
 
 from __future__ import annotations

@@ -206,7 +206,8 @@ def check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path)
     if saved.get("model_name") != current.get("model_name"):
         raise UserError(
             f"{path} was trained as {saved.get('model_name')!r}, "
-            f"not {current.get('model_name')!r}: resume with the same model=, or start a new run (another hydra.run.dir)"
+            f"not {current.get('model_name')!r}: resume with the same model=, or start a new "
+            "run (another hydra.run.dir)"
         )
     a, b = dict(saved.get("model_kwargs") or {}), dict(current.get("model_kwargs") or {})
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
