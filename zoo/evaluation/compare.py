@@ -15,6 +15,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from zoo.bench import saved_tensor_bytes
 from zoo.complexity import count_macs
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # CIFAR-10 test error (%) reported by the papers, with their source.
 PAPER_CIFAR10_ERROR = {
@@ -111,6 +114,27 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
     return row
 
 
+RUN_KEYS = ("model", "dataset", "test_acc1", "epochs", "wall_time_s")
+
+
+def read_run(file: Path) -> dict | None:
+    """One run's ``results.json``; None, with a warning naming the file, if it is unreadable or
+    lacks a key the table needs (a damaged file must not stop the comparison of the others)."""
+    try:
+        run = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("skipping %s: not readable JSON (%s)", file, err)
+        return None
+    if not isinstance(run, dict):
+        log.warning("skipping %s: not a JSON object", file)
+        return None
+    missing = [k for k in RUN_KEYS if k not in run]
+    if missing:
+        log.warning("skipping %s: no %s in it", file, ", ".join(missing))
+        return None
+    return run
+
+
 def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
     """results.json of training runs, grouped by (model, dataset)."""
     found: dict[tuple[str, str], list[dict]] = {}
@@ -122,8 +146,8 @@ def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
             file = path / "results.json" if path.is_dir() else path
             if file.name != "results.json" or not file.is_file():
                 continue
-            r = json.loads(file.read_text())
-            if r.get("test_acc1") is not None:
+            r = read_run(file)
+            if r is not None and r["test_acc1"] is not None:
                 found.setdefault((r["model"], r["dataset"]), []).append(r)
     return found
 

@@ -25,9 +25,9 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json
-from zoo.pretrained import model_from_checkpoint
 
 
 @torch.no_grad()
@@ -132,18 +132,25 @@ def load_checkpoint_and_data(cfg: DictConfig, task: str, stage: str = "test"):
     if info.get("data", {}).get("mean"):
         dm.mean = torch.tensor(info["data"]["mean"])
         dm.std = torch.tensor(info["data"]["std"])
-    num_classes = info["model_kwargs"]["num_classes"]
+    num_classes = model.num_classes
     if dm.num_classes != num_classes:
         raise UserError(
             f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
             f"{dm.num_classes}"
         )
-    return model.eval(), info, dm
+    in_chans = info["model_kwargs"].get("in_chans", info.get("data", {}).get("in_chans"))
+    if in_chans is not None and dm.in_chans != int(in_chans):
+        raise UserError(
+            f"{cfg.ckpt_path} ({info['model']}) takes {in_chans}-channel images but "
+            f"data={dm.name} has {dm.in_chans} channels; evaluate it on data with {in_chans} "
+            "channels (the data it was trained on)"
+        )
+    return model, info, dm
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     model, info, dm = load_checkpoint_and_data(cfg, "eval")
-    num_classes = info["model_kwargs"]["num_classes"]
+    num_classes = model.num_classes
     result = evaluate_model(model, dm.test_dataloader(), num_classes, tta=cfg.task.tta)
     result = {
         "model": info["model"],
