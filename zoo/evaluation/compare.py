@@ -19,16 +19,17 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 import zoo
-from zoo.bench import saved_tensor_bytes
 from zoo.complexity import count_macs
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.evaluation.tables import format_cell, markdown_table
+from zoo.io import atomic_write_figure, atomic_write_text, pyplot
+from zoo.profiling import median_seconds, saved_tensor_bytes
+from zoo.registry import count_params
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,7 @@ def _throughput(model: torch.nn.Module, x: torch.Tensor, train: bool, repeats: i
                 model(x)
 
     model.train(train)
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return len(x) / statistics.median(times)
+    return len(x) / median_seconds(step, repeats)
 
 
 def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: int) -> dict:
@@ -99,7 +94,7 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
         "model": name,
         "family": info["family"],
         "input": "×".join(map(str, input_size)),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "MACs (M)": macs / 1e6,
         "paper FLOPs (M)": 2 * macs / 1e6,
         "train mem (MiB)": memory,
@@ -171,19 +166,9 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return "" if value is None else str(value)
-
-
 def to_markdown(rows: list[dict], header: str) -> str:
     cols = COLUMNS + sorted({k for r in rows for k in r if k.startswith("nfe_")})
-    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, [(c, c) for c in cols], header)
 
 
 def to_latex(rows: list[dict]) -> str:
@@ -196,16 +181,12 @@ def to_latex(rows: list[dict]) -> str:
         " & ".join(esc(c) for c in COLUMNS) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(esc(_fmt(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
+    lines += [" & ".join(esc(format_cell(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     markers = dict(zip(sorted({r["family"] for r in rows}), "osD^vP*Xh<>", strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     with_acc = [r for r in rows if "_acc" in r]
