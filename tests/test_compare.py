@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -11,7 +13,7 @@ from test_train import SYNTHETIC_TINY, run_train
 
 from zoo.cli import CONF_DIR
 from zoo.errors import UserError
-from zoo.evaluation.compare import COLUMNS, run
+from zoo.evaluation.compare import COLUMNS, collect_runs, run
 
 
 def _compose(tmp_path: Path, extra: list[str]):
@@ -79,3 +81,26 @@ def test_compare_rejects_unknown_model(tmp_path: Path) -> None:
 def test_compare_rejects_bad_input_size(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="task.input_sizes"):
         run(_compose(tmp_path, ["models=[lenet5]", "task.input_sizes=[[28,28]]"]))
+
+
+def test_damaged_results_json_is_skipped_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"model": "lenet5", "dataset": "mnist", "test_acc1": 0.9, "epochs": 2, "wall_time_s": 5}
+    texts = {
+        "good": json.dumps(good),
+        "cut": json.dumps(good)[:30],  # a write cut short
+        "list": "[1, 2]",
+        "old": json.dumps({k: v for k, v in good.items() if k != "wall_time_s"}),
+        "binary": "\udcff",
+    }
+    for name, text in texts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_bytes(text.encode(errors="surrogateescape"))
+    with caplog.at_level(logging.WARNING, logger="zoo.evaluation.compare"):
+        runs = collect_runs([f"{tmp_path}/*"])
+    assert runs == {("lenet5", "mnist"): [good]}
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    for name in ("cut", "list", "old", "binary"):
+        assert str(tmp_path / name / "results.json") in warned
+    assert "no wall_time_s" in warned

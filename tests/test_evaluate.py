@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import hydra
+import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from test_train import SYNTHETIC_TINY, compose, run_train
 
 from zoo.cli import CONF_DIR
 from zoo.evaluation.metrics import evaluate_model, run
 
 ROOT = Path(__file__).resolve().parents[1]
+LENET_WEIGHTS = ROOT / "weights" / "lenet5_fmnist.safetensors"
 
 
 def test_eval_task_matches_training_test_metrics(tmp_path: Path) -> None:
@@ -72,3 +78,61 @@ def test_eval_without_checkpoint_is_one_line_error() -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
     unused = compose(["model=lenet5"])  # the train config still composes beside evaluate
     assert unused.model.name == "lenet5"
+
+
+def _evaluate_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *overrides, f"hydra.run.dir={tmp_path}/out"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _head_mismatch(tmp_path: Path) -> tuple[list[str], str]:
+    """Shipped LeNet-5 weights with a 100-class head under their own 10-class JSON."""
+    tensors = load_file(str(LENET_WEIGHTS))
+    tensors["fc.weight"], tensors["fc.bias"] = torch.zeros(100, 84), torch.zeros(100)
+    save_file(tensors, str(tmp_path / "wide.safetensors"))
+    shutil.copy(LENET_WEIGHTS.with_suffix(".json"), tmp_path / "wide.json")
+    return [f"ckpt_path={tmp_path}/wide.safetensors", "data=mnist", "data.root=/none"], "fc.weight"
+
+
+def _damaged_data(tmp_path: Path) -> tuple[list[str], str]:
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / f"{stem}.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + bytes(4)))
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\0\0\x08\x03 raw bytes, not gzip")
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    return [f"ckpt_path={LENET_WEIGHTS}", "data=mnist", f"data.root={tmp_path}"], str(bad)
+
+
+def _text_checkpoint(tmp_path: Path) -> tuple[list[str], str]:
+    (tmp_path / "notes.ckpt").write_text("best epoch: 7\n")
+    return [f"ckpt_path={tmp_path}/notes.ckpt"], "notes.ckpt is not a PyTorch checkpoint"
+
+
+CLI_MISTAKES = {
+    "damaged-data-file": _damaged_data,
+    "wrong-data-root": lambda tmp: (
+        [f"ckpt_path={LENET_WEIGHTS}", f"data.root={tmp}/nowhere"],
+        f"data.root={tmp}/nowhere does not hold",
+    ),
+    "text-checkpoint": _text_checkpoint,
+    "in-chans-mismatch": lambda tmp: (
+        [f"ckpt_path={LENET_WEIGHTS}", "data=synthetic", "data.image_size=28"],
+        "takes 1-channel images but data=synthetic has 3 channels",
+    ),
+    "head-does-not-fit-its-json": _head_mismatch,
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(CLI_MISTAKES))
+def test_user_mistake_is_one_line_error_with_exit_2(tmp_path: Path, mistake: str) -> None:
+    overrides, named = CLI_MISTAKES[mistake](tmp_path)
+    proc = _evaluate_cli(tmp_path, "task=eval", *overrides)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: ") and named in lines[0], lines[0]
+    assert not (tmp_path / "out" / "eval.json").exists()

@@ -301,11 +301,10 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
         return load_file(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
+    except pickle.UnpicklingError:  # torch's own message would suggest an unsafe load
         raise UserError(
             f"refusing to load {path.name}: it holds pickled objects beyond plain "
-            f"tensors ({first[:160]}); only weights files are accepted"
+            "tensors, which could run code; only weights files are accepted"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise UserError(f"{path} is not a readable weights file ({str(err)[:160]})") from None

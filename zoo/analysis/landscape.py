@@ -272,9 +272,8 @@ def fixed_batches(dm, num_images: int, batch_size: int = 500, split: str = "trai
 
 def run(cfg) -> dict[str, Any]:
     """``python evaluate.py task=landscape ckpt_path=PATH [task.dim=1|2] [task.ckpt_b=PATH]``."""
-    from zoo.evaluation.metrics import load_checkpoint_and_data
+    from zoo.checkpoint import load_checkpoint_and_data, model_from_checkpoint
     from zoo.io import atomic_write_json
-    from zoo.pretrained import model_from_checkpoint
 
     task = cfg.task
     model, info, dm = load_checkpoint_and_data(cfg, "landscape", "fit")

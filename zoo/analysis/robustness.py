@@ -122,7 +122,7 @@ def run(cfg) -> dict[str, Any]:
     from pathlib import Path
 
     from zoo.analysis.landscape import fixed_batches
-    from zoo.evaluation.metrics import load_checkpoint_and_data
+    from zoo.checkpoint import load_checkpoint_and_data
     from zoo.io import atomic_write_figure, atomic_write_json
 
     task = cfg.task

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.bench import saved_tensor_bytes
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
+from zoo.profiling import median_seconds, saved_tensor_bytes
 
 
 class EdgeLoopCliqueBlock(CliqueBlock):
@@ -46,20 +46,15 @@ class EdgeLoopCliqueBlock(CliqueBlock):
         return out
 
 
-def time_step(module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 1) -> float:
+def time_step(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of one forward + backward of ``module(x)``."""
+
     def step() -> None:
         out = module(x)
         loss = sum(t.sum() for t in out[1]) if isinstance(out, tuple) else out.sum()
         loss.backward()
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(step, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.bench import saved_tensor_bytes, status_mib
 from zoo.io import atomic_write_json, atomic_write_text
+from zoo.profiling import saved_tensor_bytes, status_mib
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -15,19 +15,23 @@ import csv
 import glob
 import io
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 import zoo
-from zoo.bench import saved_tensor_bytes
 from zoo.complexity import count_macs
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.evaluation.tables import format_cell, markdown_table
+from zoo.io import atomic_write_figure, atomic_write_text, pyplot
+from zoo.profiling import median_seconds, saved_tensor_bytes
+from zoo.registry import count_params
+
+log = logging.getLogger(__name__)
 
 # CIFAR-10 test error (%) reported by the papers, with their source.
 PAPER_CIFAR10_ERROR = {
@@ -75,13 +79,7 @@ def _throughput(model: torch.nn.Module, x: torch.Tensor, train: bool, repeats: i
                 model(x)
 
     model.train(train)
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return len(x) / statistics.median(times)
+    return len(x) / median_seconds(step, repeats)
 
 
 def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: int) -> dict:
@@ -96,7 +94,7 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
         "model": name,
         "family": info["family"],
         "input": "×".join(map(str, input_size)),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "MACs (M)": macs / 1e6,
         "paper FLOPs (M)": 2 * macs / 1e6,
         "train mem (MiB)": memory,
@@ -111,6 +109,27 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
     return row
 
 
+RUN_KEYS = ("model", "dataset", "test_acc1", "epochs", "wall_time_s")
+
+
+def read_run(file: Path) -> dict | None:
+    """One run's ``results.json``; None, with a warning naming the file, if it is unreadable or
+    lacks a key the table needs (a damaged file must not stop the comparison of the others)."""
+    try:
+        run = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("skipping %s: not readable JSON (%s)", file, err)
+        return None
+    if not isinstance(run, dict):
+        log.warning("skipping %s: not a JSON object", file)
+        return None
+    missing = [k for k in RUN_KEYS if k not in run]
+    if missing:
+        log.warning("skipping %s: no %s in it", file, ", ".join(missing))
+        return None
+    return run
+
+
 def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
     """results.json of training runs, grouped by (model, dataset)."""
     found: dict[tuple[str, str], list[dict]] = {}
@@ -122,8 +141,8 @@ def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
             file = path / "results.json" if path.is_dir() else path
             if file.name != "results.json" or not file.is_file():
                 continue
-            r = json.loads(file.read_text())
-            if r.get("test_acc1") is not None:
+            r = read_run(file)
+            if r is not None and r["test_acc1"] is not None:
                 found.setdefault((r["model"], r["dataset"]), []).append(r)
     return found
 
@@ -147,19 +166,9 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return "" if value is None else str(value)
-
-
 def to_markdown(rows: list[dict], header: str) -> str:
     cols = COLUMNS + sorted({k for r in rows for k in r if k.startswith("nfe_")})
-    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, [(c, c) for c in cols], header)
 
 
 def to_latex(rows: list[dict]) -> str:
@@ -172,16 +181,12 @@ def to_latex(rows: list[dict]) -> str:
         " & ".join(esc(c) for c in COLUMNS) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(esc(_fmt(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
+    lines += [" & ".join(esc(format_cell(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     markers = dict(zip(sorted({r["family"] for r in rows}), "osD^vP*Xh<>", strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     with_acc = [r for r in rows if "_acc" in r]

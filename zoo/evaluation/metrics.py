@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -25,9 +24,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_json
-from zoo.pretrained import model_from_checkpoint
+from zoo.checkpoint import load_checkpoint_and_data
+from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
 
 @torch.no_grad()
@@ -91,11 +89,7 @@ def evaluate_model(
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = torch.tensor(result["confusion_matrix"], dtype=torch.float)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     im = ax.imshow(cm / cm.sum(1, keepdim=True).clamp_min(1), cmap="Blues", vmin=0, vmax=1)
@@ -117,33 +111,9 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     atomic_write_figure(out / "reliability.png", fig)
 
 
-def load_checkpoint_and_data(cfg: DictConfig, task: str, stage: str = "test"):
-    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
-    statistics stored with the checkpoint. Shared by every task that analyses one checkpoint.
-
-    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
-    """
-    if not cfg.ckpt_path:
-        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
-    model, info = model_from_checkpoint(cfg.ckpt_path)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    dm = instantiate(data_cfg)
-    dm.setup(stage)
-    if info.get("data", {}).get("mean"):
-        dm.mean = torch.tensor(info["data"]["mean"])
-        dm.std = torch.tensor(info["data"]["std"])
-    num_classes = info["model_kwargs"]["num_classes"]
-    if dm.num_classes != num_classes:
-        raise UserError(
-            f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
-            f"{dm.num_classes}"
-        )
-    return model.eval(), info, dm
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     model, info, dm = load_checkpoint_and_data(cfg, "eval")
-    num_classes = info["model_kwargs"]["num_classes"]
+    num_classes = model.num_classes
     result = evaluate_model(model, dm.test_dataloader(), num_classes, tta=cfg.task.tta)
     result = {
         "model": info["model"],
