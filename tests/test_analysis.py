@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from test_train import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
+from zoo import attacks, stats
 from zoo.analysis import hessian, landscape, robustness
 from zoo.errors import UserError
 
@@ -128,12 +129,8 @@ def test_interpolation_between_checkpoints_hits_both_ends() -> None:
 # --- Hessian ------------------------------------------------------------------------------------
 
 
-def _mlp_and_explicit_hessian():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
-    x = torch.randn(40, 3, dtype=torch.float64)
-    y = torch.randint(0, 3, (40,))
-    batches = [(x[:25], y[:25]), (x[25:], y[25:])]
+def _explicit_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy's Hessian with respect to all parameters, flattened."""
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     flat0 = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -146,7 +143,16 @@ def _mlp_and_explicit_hessian():
         out = torch.func.functional_call(model, params, (x,))
         return F.cross_entropy(out, y)
 
-    return model, batches, torch.autograd.functional.hessian(loss_of, flat0)
+    return torch.autograd.functional.hessian(loss_of, flat0)
+
+
+def _mlp_and_explicit_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    x = torch.randn(40, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    batches = [(x[:25], y[:25]), (x[25:], y[25:])]
+    return model, batches, _explicit_hessian(model, x, y)
 
 
 def test_top_eigenvalues_match_the_explicit_hessian() -> None:
@@ -173,12 +179,57 @@ def test_top_eigenvalues_come_largest_first_before_convergence() -> None:
         assert magnitudes == sorted(magnitudes, reverse=True) and len(vectors) == 4
 
 
-def test_trace_and_density_against_the_explicit_hessian() -> None:
+def test_default_trace_is_within_three_standard_errors_of_the_exact_trace() -> None:
+    # Softmax regression on 20 features (63 parameters): Hutchinson's probes vary by about 20 %
+    # of the trace here, so the 1 % rule stops after a few hundred probes.
+    torch.manual_seed(0)
+    model = nn.Linear(20, 3).double()
+    x, y = torch.randn(200, 20, dtype=torch.float64), torch.randint(0, 3, (200,))
+    batches = [(x[:120], y[:120]), (x[120:], y[120:])]
+    h = _explicit_hessian(model, x, y)
+    exact = float(torch.trace(h))  # the sum of the explicit Hessian's diagonal
+    rtol = 0.01
+    samples = hessian.trace_samples(model, F.cross_entropy, batches)  # defaults: rtol 1 %, ≥ 30
+    mean, stderr = hessian.trace(model, F.cross_entropy, batches, return_stderr=True)
+    assert (mean, stderr) == stats.mean_stderr(samples)
+    assert 30 <= len(samples) < 2000  # stopped by the rule, not by max_iter
+    assert stderr <= rtol * abs(mean)
+    assert abs(mean - exact) <= 3 * stderr
+    looser = hessian.trace_samples(model, F.cross_entropy, batches, rtol=0.05)
+    assert len(looser) < len(samples)
+
+
+class _Quadratic(nn.Module):
+    """loss = Σ cᵢ pᵢ²: a diagonal Hessian 2·diag(c), so every Rademacher probe is exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.p * x
+
+
+def test_trace_never_stops_before_the_minimum_number_of_probes() -> None:
+    c = torch.arange(1.0, 6.0, dtype=torch.float64)
+    criterion = lambda out, y: (c * out**2).sum(1).mean()  # noqa: E731
+    batches = [(torch.ones(4, 5, dtype=torch.float64), torch.zeros(4))]
+    for min_iter in (2, 30, 45):
+        samples = hessian.trace_samples(_Quadratic(), criterion, batches, min_iter=min_iter)
+        assert len(samples) == min_iter and samples == pytest.approx(
+            [2 * float(c.sum())] * min_iter
+        )
+    capped = hessian.trace_samples(_Quadratic(), criterion, batches, max_iter=10, min_iter=30)
+    assert len(capped) == 10
+    assert not stats.precise_enough([1.0] * 29, 0.01, 30) and stats.precise_enough(
+        [1.0] * 30, 0.01, 30
+    )
+
+
+def test_density_against_the_explicit_hessian() -> None:
     model, batches, h = _mlp_and_explicit_hessian()
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
-    estimate = hessian.trace(model, F.cross_entropy, batches, max_iter=3000, tol=1e-5)
-    assert estimate == pytest.approx(float(torch.trace(h)), rel=0.1)
     nodes, weights = hessian.density(model, F.cross_entropy, batches, n_iter=20, n_v=2)
     evals = torch.linalg.eigvalsh(h)
     assert sum(weights) == pytest.approx(1.0)
@@ -187,6 +238,21 @@ def test_trace_and_density_against_the_explicit_hessian() -> None:
     assert model.training and all(
         torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
     )
+
+
+def test_slq_spread_over_random_starts_covers_the_exact_trace() -> None:
+    model, batches, h = _mlp_and_explicit_hessian()
+    dim = h.shape[0]
+    runs = hessian.lanczos_runs(model, F.cross_entropy, batches, n_iter=dim, n_v=40)
+    assert all(sum(w) == pytest.approx(1.0) for _, w in runs)
+    spread = hessian.slq_spread(runs, dim)
+    evals = torch.linalg.eigvalsh(h)
+    trace = spread["trace"]
+    assert 0 < trace["stderr"] and abs(trace["mean"] - float(evals.sum())) <= 3 * trace["stderr"]
+    # With as many steps as dimensions every start recovers the whole spectrum: no spread.
+    assert spread["lambda_max"]["mean"] == pytest.approx(float(evals.max()), rel=1e-6)
+    assert spread["lambda_max"]["stderr"] < 1e-6 * abs(float(evals.max()))
+    assert 0 <= spread["negative_weight"]["mean"] <= 1
 
 
 # --- robustness ---------------------------------------------------------------------------------
@@ -210,17 +276,20 @@ def test_pgd_stays_in_the_ball_and_lowers_accuracy() -> None:
     x, y = data[0]
     normalized = (x - mean) / std
     eps = 0.1
-    adv = robustness.pgd(model, normalized, y, eps, steps=5, mean=mean, std=std)
+    adv = attacks.pgd(model, normalized, y, eps, steps=5, mean=mean, std=std)
     pixels = adv * std + mean
     assert (pixels - x).abs().max() <= eps + 1e-6
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
     batches = [((bx - mean) / std, by) for bx, by in data]
     acc = robustness.robust_accuracy(model, batches, [0.0, 0.05, 0.2], "pgd", mean=mean, std=std)
     clean = landscape.evaluate(model, batches)[1]
-    assert acc[0.0] == pytest.approx(clean) and clean > 0.9
-    assert acc[0.2] < acc[0.05] < clean
+    assert acc[0.0].value == pytest.approx(clean) and clean > 0.9
+    assert acc[0.2].value < acc[0.05].value < clean
+    assert all(p.trials == sum(len(y) for _, y in data) for p in acc.values())
+    lo, hi = acc[0.05].interval()
+    assert lo < acc[0.05].value < hi
     fgsm = robustness.robust_accuracy(model, batches, [0.2], "fgsm", mean=mean, std=std)
-    assert fgsm[0.2] < clean
+    assert fgsm[0.2].value < clean
 
 
 @pytest.mark.parametrize(("eps", "attack"), [(-0.1, "pgd"), (0.1, "cw")])
@@ -262,8 +331,22 @@ def test_landscape_task(tmp_path: Path, checkpoint: str) -> None:
     for name in ("landscape.npz", "landscape.json", "landscape_contour.png", "landscape_3d.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert summary["loss_min"] <= summary["loss_at_origin"] <= summary["loss_max"]
+    assert summary["direction_seeds"] == [0, 1] and "spread" not in summary
     with np.load(tmp_path / "landscape.npz") as saved:
         assert saved["loss"].shape == (3, 3) and not np.isnan(saved["loss"]).any()
+    cfg = _task_cfg(
+        checkpoint,
+        tmp_path,
+        "landscape",
+        ["task.grid=-1:1:3", "task.num_images=32", "task.repeats=3", "seed=0"],
+    )
+    repeated = landscape.run(cfg)  # the first draw is reused from landscape.npz
+    assert [r["direction_seeds"] for r in repeated["repeats"]] == [[0, 1], [2, 3], [4, 5]]
+    assert repeated["loss_max"] == summary["loss_max"]
+    maxima = [r["loss_max"] for r in repeated["repeats"]]
+    assert repeated["spread"]["loss_max"]["mean"] == pytest.approx(np.mean(maxima))
+    assert repeated["spread"]["loss_max"]["std"] == pytest.approx(np.std(maxima, ddof=1))
+    assert len(set(maxima)) == 3 and (tmp_path / "landscape_spread.png").stat().st_size > 0
 
 
 def test_hessian_and_robustness_tasks(tmp_path: Path, checkpoint: str) -> None:
@@ -271,10 +354,24 @@ def test_hessian_and_robustness_tasks(tmp_path: Path, checkpoint: str) -> None:
         checkpoint,
         tmp_path,
         "hessian",
-        ["task.k=2", "task.num_images=32", "task.max_iter=20", "task.lanczos_iter=10"],
+        [
+            "task.k=2",
+            "task.num_images=32",
+            "task.max_iter=20",
+            "task.trace_max_iter=40",
+            "task.min_probes=5",
+            "task.rtol=0.05",
+            "task.lanczos_iter=10",
+            "task.slq_runs=3",
+        ],
     )
     result = hessian.run(cfg)
     saved = json.loads((tmp_path / "hessian.json").read_text())
+    trace = saved["trace"]
+    assert 5 <= trace["probes"] <= 40 and trace["stderr"] > 0
+    assert trace["reached_rtol"] == (trace["stderr"] <= 0.05 * abs(trace["mean"]))
+    assert trace["reached_rtol"] or trace["probes"] == 40
+    assert len(saved["density"]["runs"]) == 3 and saved["density"]["spread"]["trace"]["stderr"] > 0
     assert (
         saved["top_eigenvalues"] == result["top_eigenvalues"] and len(saved["top_eigenvalues"]) == 2
     )
@@ -284,8 +381,11 @@ def test_hessian_and_robustness_tasks(tmp_path: Path, checkpoint: str) -> None:
         checkpoint, tmp_path, "robustness", ["task.num_images=32", "task.epsilons=[0,0.1]"]
     )
     result = robustness.run(cfg)
-    acc = json.loads((tmp_path / "robustness.json").read_text())["accuracy"]
+    saved = json.loads((tmp_path / "robustness.json").read_text())
+    acc, ci = saved["accuracy"], saved["ci95"]
     assert acc["0.1"] <= acc["0.0"] and (tmp_path / "robustness.png").stat().st_size > 0
+    assert ci["0.0"][0] <= acc["0.0"] <= ci["0.0"][1]
+    assert ci["0.0"] == list(stats.wilson_interval(saved["correct"]["0.0"], 32))
 
 
 def test_adversarial_training_option(tmp_path: Path) -> None:
@@ -316,7 +416,7 @@ def test_adversarial_training_option(tmp_path: Path) -> None:
 
 
 def test_shortcut_study_end_to_end(tmp_path: Path) -> None:
-    from zoo.training.run import train
+    from zoo.studies import train_or_study as train
 
     overrides = [
         "experiment=shortcut_landscape",

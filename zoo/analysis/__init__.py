@@ -5,7 +5,8 @@
 - :mod:`zoo.analysis.hessian` — top eigenvalues, trace and spectral density of the loss Hessian
   (Yao et al. 2018, "Hessian-based Analysis of Large Batch Training and Robustness to
   Adversaries"; Ghorbani et al. 2019 for the density).
-- :mod:`zoo.analysis.robustness` — FGSM and PGD (L∞) attacks and robust accuracy.
+- :mod:`zoo.analysis.robustness` — accuracy under the FGSM and PGD (L∞) attacks of
+  :mod:`zoo.attacks`.
 
 Command line: ``python evaluate.py task=landscape|hessian|robustness ckpt_path=PATH``.
 """

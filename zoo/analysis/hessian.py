@@ -7,9 +7,12 @@ require grad:
 
 - :func:`top_eigenvalues` — power iteration with deflation (each iterate is orthogonalized
   against the eigenvectors already found), largest magnitude first;
-- :func:`trace` — Hutchinson's estimator with Rademacher vectors;
+- :func:`trace` — Hutchinson's estimator with Rademacher vectors, drawn until the standard error
+  of the mean is at most ``rtol`` of the mean (and at least ``min_iter`` probes), with its
+  standard error on request;
 - :func:`density` — stochastic Lanczos quadrature (Ghorbani et al. 2019): Ritz values and
-  weights of the spectral density, and :func:`density_on_grid` to smooth them.
+  weights of the spectral density (:func:`lanczos_runs` per random start, :func:`slq_spread`
+  for the spread over the starts), and :func:`density_on_grid` to smooth them.
 
 The model is put in eval mode while it is analysed (BatchNorm uses its running statistics, so the
 Hessian is that of a fixed function, dropout is off) and put back in its previous mode afterwards;
@@ -25,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.common import eval_mode
 from zoo.analysis.landscape import evaluate, perturbed
+from zoo.modes import eval_mode
+from zoo.stats import mean_stderr, precise_enough
 
 Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -120,45 +124,60 @@ def top_eigenvalues(
     return [values[i] for i in order], [vectors[i] for i in order]
 
 
-def trace(
+def trace_samples(
     model: nn.Module,
     criterion: Criterion,
     batches: Iterable,
-    max_iter: int = 100,
-    tol: float = 1e-3,
+    max_iter: int = 2000,
+    rtol: float = 0.01,
+    min_iter: int = 30,
     seed: int = 0,
-) -> float:
-    """Hutchinson's estimate ``E[vᵀHv]`` (Rademacher v), stopped when the running mean settles."""
+) -> list[float]:
+    """Hutchinson's probes ``vᵀHv`` (Rademacher v, unbiased for tr H), drawn until their mean's
+    standard error is at most ``rtol`` × |mean| after at least ``min_iter`` probes, or
+    ``max_iter`` probes (:func:`zoo.stats.precise_enough`)."""
     batches = list(batches)
     params = _params(model)
     gen = torch.Generator().manual_seed(seed)
     samples: list[float] = []
-    mean = 0.0
-    for i in range(max_iter):
+    while len(samples) < max_iter and not precise_enough(samples, rtol, min_iter):
         v = _random(params, gen, rademacher=True)
         samples.append(float(_dot(hvp(model, criterion, batches, v), v)))
-        new_mean = sum(samples) / len(samples)
-        if i >= 1 and abs(new_mean - mean) <= tol * (abs(mean) + 1e-6):
-            return new_mean
-        mean = new_mean
-    return mean
+    return samples
 
 
-def density(
+def trace(
+    model: nn.Module,
+    criterion: Criterion,
+    batches: Iterable,
+    max_iter: int = 2000,
+    rtol: float = 0.01,
+    min_iter: int = 30,
+    seed: int = 0,
+    return_stderr: bool = False,
+) -> float | tuple[float, float]:
+    """Hutchinson's estimate of tr H (:func:`trace_samples`); with ``return_stderr`` the pair
+    ``(mean, standard error)``."""
+    samples = trace_samples(model, criterion, batches, max_iter, rtol, min_iter, seed)
+    mean, stderr = mean_stderr(samples)
+    return (mean, stderr) if return_stderr else mean
+
+
+def lanczos_runs(
     model: nn.Module,
     criterion: Criterion,
     batches: Iterable,
     n_iter: int = 100,
     n_v: int = 1,
     seed: int = 0,
-) -> tuple[list[float], list[float]]:
-    """Stochastic Lanczos quadrature: Ritz values (nodes) and weights summing to 1."""
+) -> list[tuple[list[float], list[float]]]:
+    """Stochastic Lanczos quadrature, one run per random start: Ritz values (nodes) and weights
+    summing to 1 (Ghorbani et al. 2019, Sec. 3)."""
     batches = list(batches)
     params = _params(model)
     dim = sum(p.numel() for p in params)
     gen = torch.Generator().manual_seed(seed)
-    nodes: list[float] = []
-    weights: list[float] = []
+    runs = []
     for _ in range(n_v):
         v = _normalize(_random(params, gen, rademacher=True))
         basis: list[Vector] = [v]
@@ -187,9 +206,38 @@ def density(
             off = torch.tensor(betas[: m - 1], dtype=torch.float64)
             tri += torch.diag(off, 1) + torch.diag(off, -1)
         evals, evecs = torch.linalg.eigh(tri)
-        nodes += evals.tolist()
-        weights += (evecs[0] ** 2 / n_v).tolist()
+        runs.append((evals.tolist(), (evecs[0] ** 2).tolist()))
+    return runs
+
+
+def density(
+    model: nn.Module,
+    criterion: Criterion,
+    batches: Iterable,
+    n_iter: int = 100,
+    n_v: int = 1,
+    seed: int = 0,
+) -> tuple[list[float], list[float]]:
+    """The SLQ density averaged over ``n_v`` random starts: nodes and weights summing to 1."""
+    runs = lanczos_runs(model, criterion, batches, n_iter, n_v, seed)
+    nodes = [x for run_nodes, _ in runs for x in run_nodes]
+    weights = [w / len(runs) for _, run_weights in runs for w in run_weights]
     return nodes, weights
+
+
+def slq_spread(runs: Sequence[tuple[Sequence[float], Sequence[float]]], dim: int) -> dict:
+    """Mean ± standard error over the random starts of what each SLQ run estimates: the trace
+    (``dim · Σ wᵢλᵢ``), the spectrum's edges and the weight on negative eigenvalues."""
+    per_run = {
+        "trace": [dim * sum(w * x for x, w in zip(n, ws, strict=True)) for n, ws in runs],
+        "lambda_min": [min(n) for n, _ in runs],
+        "lambda_max": [max(n) for n, _ in runs],
+        "negative_weight": [sum(w for x, w in zip(n, ws, strict=True) if x < 0) for n, ws in runs],
+    }
+    return {
+        key: dict(zip(("mean", "stderr"), mean_stderr(v), strict=True))
+        for key, v in per_run.items()
+    }
 
 
 def density_on_grid(
@@ -229,38 +277,61 @@ def run(cfg) -> dict:
     from zoo.analysis.landscape import fixed_batches
     from zoo.checkpoint import load_checkpoint_and_data
     from zoo.errors import UserError
-    from zoo.io import atomic_write_figure, atomic_write_json
+    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
     task = cfg.task
-    if int(task.k) < 1 or int(task.max_iter) < 1:
-        raise UserError(f"task.k={task.k} and task.max_iter={task.max_iter} must be >= 1")
+    counts = {k: int(task[k]) for k in ("k", "max_iter", "trace_max_iter", "slq_runs")}
+    if min(counts.values()) < 1 or int(task.min_probes) < 2 or float(task.rtol) <= 0:
+        raise UserError(
+            f"task settings {counts} must be >= 1, task.min_probes={task.min_probes} >= 2 and "
+            f"task.rtol={task.rtol} > 0"
+        )
     model, info, dm = load_checkpoint_and_data(cfg, "hessian", "fit")
     batches = fixed_batches(dm, task.num_images, int(task.batch_size), split=task.split)
     criterion = F.cross_entropy
+    seed = int(cfg.seed)
     eigenvalues, eigenvectors = top_eigenvalues(
-        model, criterion, batches, int(task.k), int(task.max_iter), float(task.tol)
+        model, criterion, batches, int(task.k), int(task.max_iter), float(task.tol), seed
     )
-    tr = trace(model, criterion, batches, int(task.max_iter), float(task.tol))
-    nodes, weights = density(model, criterion, batches, int(task.lanczos_iter), 1)
+    probes = trace_samples(
+        model,
+        criterion,
+        batches,
+        int(task.trace_max_iter),
+        float(task.rtol),
+        int(task.min_probes),
+        seed,
+    )
+    tr, tr_stderr = mean_stderr(probes)
+    runs = lanczos_runs(model, criterion, batches, int(task.lanczos_iter), int(task.slq_runs), seed)
+    dim = sum(p.numel() for p in _params(model))
+    spread = slq_spread(runs, dim)
     epsilons = torch.linspace(-task.eps_range, task.eps_range, 41).tolist()
     along = loss_along(model, criterion, batches, eigenvectors[0], epsilons)
+    settings = ("k", "max_iter", "tol", "trace_max_iter", "rtol", "min_probes")
     result = {
         "model": info["model"],
         "checkpoint": str(cfg.ckpt_path),
         "num_images": sum(len(y) for _, y in batches),
+        "seed": seed,
         "top_eigenvalues": eigenvalues,
-        "trace": tr,
-        "density": {"nodes": nodes, "weights": weights},
+        "trace": {
+            "mean": tr,
+            "stderr": tr_stderr,
+            "probes": len(probes),
+            "reached_rtol": tr_stderr <= float(task.rtol) * abs(tr),
+        },
+        "density": {
+            "runs": [{"nodes": n, "weights": w} for n, w in runs],
+            "spread": spread,
+        },
         "loss_along_top_eigenvector": {"epsilon": epsilons, "loss": along},
-        "settings": {k: task[k] for k in ("k", "max_iter", "tol", "lanczos_iter", "split")},
+        "settings": {k: task[k] for k in (*settings, "lanczos_iter", "slq_runs", "split")},
     }
     out = Path(cfg.output_dir)
     atomic_write_json(out / "hessian.json", result)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot(epsilons, along, "b.-")
@@ -271,11 +342,23 @@ def run(cfg) -> dict:
     )
     atomic_write_figure(out / "loss_along_top_eigenvector.png", fig)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    lo, hi = min(nodes), max(nodes)
+    lo = min(min(n) for n, _ in runs)
+    hi = max(max(n) for n, _ in runs)
     pad = 0.05 * (hi - lo + 1e-6)
     grid = torch.linspace(lo - pad, hi + pad, 400)
-    ax.semilogy(grid, density_on_grid(nodes, weights, grid, (hi - lo + 1e-6) / 100) + 1e-12)
-    ax.set(xlabel="eigenvalue", ylabel="density (SLQ)")
+    curves = torch.stack([density_on_grid(n, w, grid, (hi - lo + 1e-6) / 100) for n, w in runs])
+    mean = curves.mean(0)
+    band = curves.std(0) / len(runs) ** 0.5 if len(runs) > 1 else torch.zeros_like(mean)
+    ax.fill_between(grid, (mean - band).clamp_min(1e-12), mean + band + 1e-12, alpha=0.3)
+    ax.semilogy(grid, mean + 1e-12)
+    ax.set(xlabel="eigenvalue", ylabel="density (SLQ)", title=f"mean ± s.e. of {len(runs)} starts")
     atomic_write_figure(out / "density.png", fig)
-    print(f"top eigenvalues {eigenvalues}, trace {tr:.4g}; written {out / 'hessian.json'}")
+    flag = "" if result["trace"]["reached_rtol"] else f" (max {task.trace_max_iter} probes reached)"
+    slq = spread["trace"]
+    print(
+        f"top eigenvalues {[round(e, 4) for e in eigenvalues]}\n"
+        f"trace (Hutchinson) {tr:.4g} ± {tr_stderr:.2g} (s.e., {len(probes)} probes){flag}\n"
+        f"trace (SLQ) {slq['mean']:.4g} ± {slq['stderr']:.2g} (s.e., {len(runs)} starts); "
+        f"written {out / 'hessian.json'}"
+    )
     return result

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.common import eval_mode
 from zoo.errors import UserError
-from zoo.io import atomic_write_bytes, atomic_write_figure
+from zoo.io import atomic_write_bytes, atomic_write_figure, pyplot
+from zoo.modes import eval_mode
 
 Direction = dict[str, torch.Tensor]
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -222,12 +222,11 @@ def surface(
     return {**{f"axis{i}": c for i, c in enumerate(coords)}, **values}
 
 
-def plot(result: dict[str, np.ndarray], out_dir: Path, log_scale: bool = False) -> list[Path]:
+def plot(
+    result: dict[str, np.ndarray], out_dir: Path, log_scale: bool = False, title: str = ""
+) -> list[Path]:
     """1D curve, or contour, filled contour and 3D surface PNGs of ``surface``'s result."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     loss = np.log(result["loss"]) if log_scale else result["loss"]
     label = "log(train loss)" if log_scale else "train loss"
@@ -256,6 +255,8 @@ def plot(result: dict[str, np.ndarray], out_dir: Path, log_scale: bool = False) 
         ax3.plot_surface(x, y, loss, cmap="viridis", linewidth=0)
         ax3.set(xlabel="δ", ylabel="η", zlabel=label)
         figures["landscape_3d.png"] = fig
+    for fig in figures.values():
+        fig.suptitle(title, fontsize=8)
     return [atomic_write_figure(out_dir / name, fig) for name, fig in figures.items()]
 
 
@@ -270,8 +271,30 @@ def fixed_batches(dm, num_images: int, batch_size: int = 500, split: str = "trai
     return list(loader)
 
 
+def plot_spread(surfaces: Sequence[np.ndarray], coords: np.ndarray, seeds: list, path: Path):
+    """Mean ± standard deviation over repeated random directions: a band (1D) or the standard
+    deviation as a filled contour (2D)."""
+    plt = pyplot()
+
+    stack = np.stack(surfaces)
+    mean, std = stack.mean(0), stack.std(0, ddof=1)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    if stack.ndim == 2:
+        ax.plot(coords, mean, "b-")
+        ax.fill_between(coords, mean - std, mean + std, alpha=0.3)
+        ax.set(xlabel="α", ylabel="train loss (mean ± s.d.)")
+    else:
+        x, y = np.meshgrid(coords, coords, indexing="ij")
+        drawn = ax.contourf(x, y, std, levels=30, cmap="magma")
+        fig.colorbar(drawn, ax=ax, label="s.d. of the train loss")
+        ax.set(xlabel="δ", ylabel="η", aspect="equal")
+    ax.set_title(f"{len(surfaces)} direction draws, seeds {seeds}", fontsize=8)
+    return atomic_write_figure(path, fig)
+
+
 def run(cfg) -> dict[str, Any]:
-    """``python evaluate.py task=landscape ckpt_path=PATH [task.dim=1|2] [task.ckpt_b=PATH]``."""
+    """``python evaluate.py task=landscape ckpt_path=PATH [task.dim=1|2] [task.ckpt_b=PATH]
+    [task.repeats=3]``."""
     from zoo.checkpoint import load_checkpoint_and_data, model_from_checkpoint
     from zoo.io import atomic_write_json
 
@@ -280,39 +303,75 @@ def run(cfg) -> dict[str, Any]:
     batches = fixed_batches(dm, task.num_images, split=task.split)
     out = Path(cfg.output_dir)
     grid = parse_grid(task.grid)
+    repeats = int(task.repeats)
+    if repeats < 1:
+        raise UserError(f"task.repeats={repeats}: need at least 1")
     if task.ckpt_b:
         other, _ = model_from_checkpoint(task.ckpt_b)
-        directions = [direction_between(model.state_dict(), other.state_dict())]
-        kind = {"kind": "interpolation", "ckpt_b": str(task.ckpt_b)}
+        draws = [[direction_between(model.state_dict(), other.state_dict())]]
+        kinds = [{"kind": "interpolation", "ckpt_b": str(task.ckpt_b)}]
+        repeats = 1  # the line between two checkpoints is not random
     else:
-        if int(task.dim) not in (1, 2):
+        dim = int(task.dim)
+        if dim not in (1, 2):
             raise UserError(f"task.dim={task.dim}: use 1 or 2")
-        directions = [
-            random_direction(model, task.norm, task.ignore, int(task.seed) + i, task.dir_type)
-            for i in range(int(task.dim))
-        ]
-        kind = {"kind": "random", "norm": task.norm, "ignore": task.ignore, "seed": task.seed}
-    meta = {
+        draws, kinds = [], []
+        for r in range(repeats):  # repeat r draws direction i with seed + dim * r + i
+            first = int(task.seed) + dim * r
+            draws.append(
+                [
+                    random_direction(model, task.norm, task.ignore, first + i, task.dir_type)
+                    for i in range(dim)
+                ]
+            )
+            kind = {"kind": "random", "norm": task.norm, "ignore": task.ignore, "seed": first}
+            kinds.append(kind)
+    common = {
         "checkpoint": str(cfg.ckpt_path),
         "num_images": len(torch.cat([y for _, y in batches])),
         "split": task.split,
         "dir_type": task.dir_type,
-        **kind,
     }
-    result = surface(
-        model, batches, directions, [grid] * len(directions), out / "landscape.npz", meta
-    )
-    plots = plot(result, out, bool(task.log_scale))
-    origin = tuple(int(np.argmin(np.abs(grid))) for _ in directions)  # the grid point nearest θ
+    origin = tuple(int(np.argmin(np.abs(grid))) for _ in draws[0])  # the grid point nearest θ
+    surfaces, per_draw, files = [], [], []
+    for r, (directions, kind) in enumerate(zip(draws, kinds, strict=True)):
+        meta = {**common, **kind}
+        path = out / ("landscape.npz" if r == 0 else f"landscape_repeat{r}.npz")
+        result = surface(model, batches, directions, [grid] * len(directions), path, meta)
+        seeds = [kind["seed"] + i for i in range(len(directions))] if "seed" in kind else None
+        if r == 0:
+            title = f"direction seeds {seeds}" if seeds else f"line to {task.ckpt_b}"
+            files += map(str, plot(result, out, bool(task.log_scale), title))
+        files.append(str(path))
+        surfaces.append(result["loss"])
+        per_draw.append(
+            {
+                "direction_seeds": seeds,
+                "loss_min": float(np.nanmin(result["loss"])),
+                "loss_max": float(np.nanmax(result["loss"])),
+                "loss_mean": float(np.nanmean(result["loss"])),
+                "loss_at_origin": float(result["loss"][origin]),
+            }
+        )
     summary = {
         "model": info["model"],
-        **meta,
+        **common,
+        **kinds[0],
         "grid": str(task.grid),
-        "loss_min": float(np.nanmin(result["loss"])),
-        "loss_max": float(np.nanmax(result["loss"])),
-        "loss_at_origin": float(result["loss"][origin]),
-        "files": [str(out / "landscape.npz"), *map(str, plots)],
+        **per_draw[0],
+        "files": files,
     }
+    if repeats > 1:
+        seeds = [d["direction_seeds"] for d in per_draw]
+        files.append(str(plot_spread(surfaces, grid, seeds, out / "landscape_spread.png")))
+        summary["repeats"] = per_draw
+        summary["spread"] = {
+            key: {
+                "mean": float(np.mean([d[key] for d in per_draw])),
+                "std": float(np.std([d[key] for d in per_draw], ddof=1)),
+            }
+            for key in ("loss_max", "loss_mean")
+        }
     atomic_write_json(out / "landscape.json", summary)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "repeats"}, indent=2))
     return summary

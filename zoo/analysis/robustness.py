@@ -1,11 +1,5 @@
-"""L∞ adversarial attacks for any ``nn.Module``: FGSM (Goodfellow et al. 2015) and PGD with a
-random start (Madry et al. 2018), and accuracy under attack over a list of epsilons.
-
-Epsilon and step size are in pixel units (images in [0, 1]); the model sees normalized inputs.
-Pass the normalization's per-channel ``mean`` and ``std`` and the attack works in pixel space:
-it un-normalizes, perturbs, projects back onto the ε-ball around the clean image and onto
-[0, 1], and returns the normalized adversarial batch. Attacks run with the model in eval mode
-(BatchNorm running statistics are neither used from the batch nor updated) and restore its mode.
+"""Accuracy under L∞ attack (FGSM, PGD from :mod:`zoo.attacks`) over a list of epsilons, for any
+``nn.Module``; epsilons in pixel units of [0, 1] images.
 """
 
 from __future__ import annotations
@@ -14,78 +8,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from zoo.analysis.common import eval_mode
+from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
-
-ATTACKS = ("fgsm", "pgd")
-
-
-def _stats(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-    m = torch.as_tensor(0.0 if mean is None else mean, dtype=x.dtype).expand(x.shape[1])
-    s = torch.as_tensor(1.0 if std is None else std, dtype=x.dtype).expand(x.shape[1])
-    return m.reshape(shape).to(x.device), s.reshape(shape).to(x.device)
-
-
-def pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: bool = True,
-    mean: Sequence[float] | torch.Tensor | None = None,
-    std: Sequence[float] | torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Projected gradient ascent on the cross-entropy within ‖δ‖∞ ≤ ``eps`` (pixel units).
-
-    ``step_size`` defaults to 2.5·eps/steps (Madry et al.). Returns the normalized adversarial x.
-    """
-    if eps < 0 or steps < 1:
-        raise UserError(f"attack needs eps >= 0 and steps >= 1 (got eps={eps}, steps={steps})")
-    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
-    m, s = _stats(x, mean, std)
-    clean = (x.detach() * s + m).clamp(0, 1)
-    adv = clean.clone()
-    if random_start and eps > 0:
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        adv = (adv + (2 * noise - 1) * eps).clamp(0, 1)
-    with eval_mode(model):
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            with torch.enable_grad():
-                out = model((adv - m) / s)
-                loss = F.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
-                (grad,) = torch.autograd.grad(loss, adv)
-            with torch.no_grad():
-                adv = adv + step_size * grad.sign()
-                adv = torch.min(torch.max(adv, clean - eps), clean + eps).clamp(0, 1)
-    return ((adv - m) / s).detach()
-
-
-def fgsm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    mean: Sequence[float] | torch.Tensor | None = None,
-    std: Sequence[float] | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One signed-gradient step of size ``eps`` from the clean image."""
-    return pgd(model, x, y, eps, steps=1, step_size=eps, random_start=False, mean=mean, std=std)
-
-
-def attack(name: str, model: nn.Module, x, y, eps: float, **kwargs: Any) -> torch.Tensor:
-    if name == "fgsm":
-        return fgsm(model, x, y, eps, mean=kwargs.get("mean"), std=kwargs.get("std"))
-    if name == "pgd":
-        return pgd(model, x, y, eps, **kwargs)
-    raise UserError(f"unknown attack {name!r}; use one of {', '.join(ATTACKS)}")
+from zoo.modes import eval_mode
+from zoo.stats import Proportion
 
 
 def robust_accuracy(
@@ -95,8 +23,10 @@ def robust_accuracy(
     attack_name: str = "pgd",
     seed: int = 0,
     **kwargs: Any,
-) -> dict[float, float]:
-    """Top-1 accuracy on the attacked batches for every epsilon (0: clean accuracy)."""
+) -> dict[float, Proportion]:
+    """Images still classified correctly under attack, for every epsilon (0: clean accuracy), as
+    a :class:`zoo.stats.Proportion` (``.value``, and ``.interval()`` for the Wilson interval of a
+    sample of images)."""
     if attack_name not in ATTACKS:
         raise UserError(f"unknown attack {attack_name!r}; use one of {', '.join(ATTACKS)}")
     if any(e < 0 for e in epsilons):
@@ -113,7 +43,9 @@ def robust_accuracy(
                 with torch.no_grad():
                     correct += int((model(adv).argmax(1) == y).sum())
                 n += len(y)
-            result[float(eps)] = correct / max(1, n)
+            if n == 0:
+                raise UserError("no images to attack")
+            result[float(eps)] = Proportion(correct, n)
     return result
 
 
@@ -123,7 +55,7 @@ def run(cfg) -> dict[str, Any]:
 
     from zoo.analysis.landscape import fixed_batches
     from zoo.checkpoint import load_checkpoint_and_data
-    from zoo.io import atomic_write_figure, atomic_write_json
+    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
     task = cfg.task
     model, info, dm = load_checkpoint_and_data(cfg, "robustness", "test")
@@ -140,21 +72,28 @@ def run(cfg) -> dict[str, Any]:
         "steps": int(task.steps) if task.attack == "pgd" else 1,
         "step_size": task.step_size,
         "num_images": sum(len(y) for _, y in batches),
-        "accuracy": {str(k): v for k, v in accuracy.items()},
+        "seed": int(cfg.seed),
+        "accuracy": {str(k): p.value for k, p in accuracy.items()},
+        "correct": {str(k): p.successes for k, p in accuracy.items()},
+        "ci95": {str(k): list(p.interval()) for k, p in accuracy.items()},
     }
     out = Path(cfg.output_dir)
     atomic_write_json(out / "robustness.json", result)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.plot(list(accuracy), [100 * a for a in accuracy.values()], "o-")
-    title = f"{info['model']}: {task.attack}"
+    values = [100 * p.value for p in accuracy.values()]
+    bars = [[100 * (p.value - p.interval()[0]) for p in accuracy.values()]]
+    bars.append([100 * (p.interval()[1] - p.value) for p in accuracy.values()])
+    ax.errorbar(list(accuracy), values, yerr=bars, fmt="o-", capsize=3)
+    title = f"{info['model']}: {task.attack} (95 % Wilson CI, {result['num_images']} images)"
     ax.set(xlabel="ε (pixel units, L∞)", ylabel="top-1 (%)", title=title)
     atomic_write_figure(out / "robustness.png", fig)
-    for eps, acc in accuracy.items():
-        print(f"  eps {eps:<6g} top-1 {100 * acc:.2f}%")
+    for eps, p in accuracy.items():
+        lo, hi = p.interval()
+        print(
+            f"  eps {eps:<6g} top-1 {100 * p.value:.2f}% "
+            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%, {p.successes}/{p.trials})"
+        )
     return result

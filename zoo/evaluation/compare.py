@@ -4,9 +4,10 @@ One table per input size (``task.input_sizes``, all measured in one call): famil
 MACs and the papers' FLOPs (2 × MACs), training memory at a stated batch (bytes autograd saves for
 backward), inference and training throughput (images/s, warm-up then the median of repeats, the
 same threads for every model, all in one run) and, from training runs (``results.json``), test
-top-1 as mean ± std over seeds with epochs and wall time — beside the papers' CIFAR-10 errors where
-they exist. Writes ``comparison.md``, ``comparison.csv``, ``comparison.tex`` and
-``comparison.png`` (accuracy against MACs and params, one marker per family).
+top-1 as mean ± std over seeds (and its 95 % Wilson interval, the test set being a sample) with
+epochs and wall time — beside the papers' CIFAR-10 errors where they exist. Writes
+``comparison.md``, ``comparison.csv``, ``comparison.tex`` and ``comparison.png`` (accuracy
+against MACs and params, one marker per family).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from zoo.evaluation.tables import format_cell, markdown_table
 from zoo.io import atomic_write_figure, atomic_write_text, pyplot
 from zoo.profiling import median_seconds, saved_tensor_bytes
 from zoo.registry import count_params
+from zoo.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ COLUMNS = [
     "infer img/s",
     "train img/s",
     "test top-1 (%)",
+    "top-1 95% CI (%)",
     "runs",
     "epochs",
     "wall (s)",
@@ -161,6 +164,10 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
             row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
             row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
             row["_acc"] = statistics.mean(accs)
+            n = matching[0].get("data", {}).get("test")
+            if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
+                lo, hi = wilson_interval(round(row["_acc"] * n / 100), n)
+                row["top-1 95% CI (%)"] = f"{100 * lo:.2f}-{100 * hi:.2f}"
         paper = PAPER_CIFAR10_ERROR.get(row["model"])
         row["paper C10 err (%)"] = f"{paper[0]:.2f} ({paper[1]})" if paper else ""
     return rows

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.analysis import hessian, landscape
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text
+from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text, pyplot
 from zoo.paths import CONF_DIR
-from zoo.pretrained import model_from_checkpoint
 from zoo.training.run import build_datamodule, train
 
 CONF_MODEL = CONF_DIR / "model"
@@ -66,7 +66,7 @@ def analyse(cfg: DictConfig, results: dict[str, Any], out: Path, dm) -> dict[str
     h_batches = landscape.fixed_batches(dm, study.hessian_images, batch_size=100)
     steps = int(study.hessian_iter)
     top, _ = hessian.top_eigenvalues(model, F.cross_entropy, h_batches, 1, steps, tol=1e-2)
-    tr = hessian.trace(model, F.cross_entropy, h_batches, max_iter=steps, tol=1e-2)
+    tr = hessian.trace(model, F.cross_entropy, h_batches, max_iter=steps, rtol=1e-2)
     depth = int(re.search(r"\d+", results["model"]).group())
     return {
         "model": results["model"],
@@ -108,10 +108,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _figure(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = 2 if len(rows) > 1 else 1
     n_rows = (len(rows) + cols - 1) // cols

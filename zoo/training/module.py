@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.analysis.robustness import ATTACKS, attack
+from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
 from zoo.fast import optimize
 from zoo.registry import create_model

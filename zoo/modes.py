@@ -1,4 +1,4 @@
-"""What the analysis modules share."""
+"""Model mode contexts shared by the attacks (used in training) and the analysis tools."""
 
 from __future__ import annotations
 
