@@ -185,15 +185,20 @@ def test_cifar10_and_cifar100_python_batches(tmp_path: Path) -> None:
     files10 = {f"data_batch_{i}": 6 for i in range(1, 6)} | {"test_batch": 4}
     _write_cifar(tmp_path / "cifar-10-batches-py", files10, "labels", 10)
     _write_cifar(tmp_path / "cifar-100-python", {"train": 20, "test": 5}, "fine_labels", 100)
+    names = [f"class{i}".encode() for i in range(10)]
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_vis": 3072}, f)
     c10 = CIFAR10DataModule(root=str(tmp_path), val_size=5, crop_padding=4, hflip=True)
     c10.setup()
     assert (c10.in_chans, c10.image_size, c10.num_classes) == (3, (32, 32), 10)
+    assert c10.classes == [n.decode() for n in names]  # from the meta file
     assert c10.describe()["train"] == 25 and c10.describe()["test"] == 4
     raw = load_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch")["data"]
     assert torch.equal(c10.test_x, torch.from_numpy(raw.reshape(-1, 3, 32, 32)))
     c100 = CIFAR100DataModule(root=str(tmp_path), val_size=0.2)
     c100.setup()
     assert c100.num_classes == 100 and c100.describe()["val"] == 4
+    assert c100.classes == []  # no meta file: figures fall back to label numbers
     batches = list(c10.train_dataloader())  # batch 128 > 25 images: one smaller batch, not none
     assert len(batches) == 1 and batches[0][0].shape == (25, 3, 32, 32)
     c10.batch_size = 8

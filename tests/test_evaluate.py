@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from test_train import SYNTHETIC_TINY, compose, run_train
 
 from zoo.cli import CONF_DIR
-from zoo.evaluation.metrics import evaluate_model, run
+from zoo.evaluation.metrics import evaluate_model, run, worst_errors_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET_WEIGHTS = ROOT / "weights" / "lenet5_fmnist.safetensors"
@@ -44,9 +44,12 @@ def test_eval_task_matches_training_test_metrics(tmp_path: Path) -> None:
     assert abs(out["loss"] - results["test_loss"]) < 1e-4
     assert len(out["per_class"]["f1"]) == 10 and 0 <= out["ece"] <= 1
     assert sum(map(sum, out["confusion_matrix"])) == out["num_images"] == 32
-    for name in ("eval.json", "confusion_matrix.png", "reliability.png"):
+    for name in ("eval.json", "confusion_matrix.png", "reliability.png", "worst_errors.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert json.loads((tmp_path / "eval.json").read_text())["acc1"] == out["acc1"]
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["acc1"] == out["acc1"]
+    wrong = round((1 - out["acc1"]) * out["num_images"])
+    assert len(saved["worst_errors"]) == min(16, wrong)  # task.worst_errors=16
 
 
 def test_perfect_model_metrics() -> None:
@@ -59,6 +62,47 @@ def test_perfect_model_metrics() -> None:
     out = evaluate_model(Oracle(), [(x, y)], 3)
     assert out["acc1"] == 1.0 and out["per_class"]["f1"] == [1.0, 1.0, 1.0]
     assert out["ece"] < 1e-3
+
+
+class LogitsInPixels(torch.nn.Module):
+    """A 'model' whose logits are its input, so that every confidence is known in advance."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_worst_errors_are_the_most_confident_wrong_predictions() -> None:
+    logits = torch.randn(23, 4) * 3
+    y = torch.randint(0, 4, (23,))
+    batches = [(logits[i : i + 5, None, None, :], y[i : i + 5]) for i in range(0, 23, 5)]
+    out = evaluate_model(LogitsInPixels(), batches, 4, worst=6)
+    probs = logits.softmax(1)
+    wrong = [i for i in range(23) if probs[i].argmax() != y[i]]
+    expected = sorted(wrong, key=lambda i: -probs[i].max().item())[:6]
+    assert len(wrong) > 6  # the case really has to choose
+    assert [e["index"] for e in out["worst_errors"]] == expected
+    for error in out["worst_errors"]:
+        i = error["index"]
+        assert error["true"] == y[i] and error["pred"] == probs[i].argmax() != y[i]
+        assert error["confidence"] == pytest.approx(probs[i].max().item(), rel=1e-5)
+
+
+def test_worst_errors_figure_shows_those_images_with_class_names() -> None:
+    images = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    errors = [
+        {"index": 3, "true": 0, "pred": 2, "confidence": 0.97},
+        {"index": 1, "true": 1, "pred": 0, "confidence": 0.6},
+    ]
+    fig = worst_errors_figure(images, errors, ["cat", "dog", "ship"])
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [
+        "true: cat\npred: ship (97%)",
+        "true: dog\npred: cat (60%)",
+    ]
+    for ax, error in zip(shown, errors, strict=True):
+        assert (ax.images[0].get_array() == images[error["index"]].permute(1, 2, 0).numpy()).all()
+    grey = worst_errors_figure(images[:, :1], errors[:1])  # no names: the label numbers
+    assert [ax.get_title() for ax in grey.axes if ax.images] == ["true: 0\npred: 2 (97%)"]
 
 
 def test_eval_without_checkpoint_is_one_line_error() -> None:

@@ -32,6 +32,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     name = "in_memory"
     num_classes = 0
+    classes: Sequence[str] = ()  # class names in label order; empty where the data has none
 
     def __init__(
         self,
@@ -284,6 +285,18 @@ class FashionMNISTDataModule(_IDXDataModule):
     """Fashion-MNIST (Xiao et al. 2017): 60k/10k 28×28 grey images, 10 classes."""
 
     name = "fashion_mnist"
+    classes = (  # Xiao et al. 2017, Table 1
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     default_dirs = (DEBIAN_FMNIST,)
     how_to_get = "install it with 'apt-get install dataset-fashion-mnist' (Debian)"
     torchvision_name = "FashionMNIST"
@@ -293,6 +306,7 @@ class MNISTDataModule(_IDXDataModule):
     """MNIST (LeCun et al. 1998): 60k/10k 28×28 grey digits."""
 
     name = "mnist"
+    classes = tuple(str(digit) for digit in range(10))
     how_to_get = "get the four IDX files from torchvision's mirror"
     torchvision_name = "MNIST"
 
@@ -338,6 +352,7 @@ class _CIFARDataModule(InMemoryDataModule):
     train_files: Sequence[str] = ()
     test_files: Sequence[str] = ()
     label_key = "labels"
+    meta_file, names_key = "batches.meta", "label_names"
 
     def load(self):
         base = Path(self.root or "data").expanduser()
@@ -382,7 +397,18 @@ class _CIFARDataModule(InMemoryDataModule):
             x, y = zip(*(read(f) for f in files), strict=True)
             return torch.from_numpy(np.concatenate(x)), torch.from_numpy(np.concatenate(y))
 
+        self.classes = self._class_names(folder / self.meta_file)
         return (*read_all(self.train_files), *read_all(self.test_files))
+
+    def _class_names(self, meta: Path) -> list[str]:
+        """The label names of the dataset's meta file; none if it is missing or damaged (the
+        names only label figures)."""
+        try:
+            names = load_cifar_batch(meta).get(self.names_key, [])
+        except UserError:
+            return []
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return names if len(names) == self.num_classes else []
 
 
 class CIFAR10DataModule(_CIFARDataModule):
@@ -404,6 +430,7 @@ class CIFAR100DataModule(_CIFARDataModule):
     train_files = ("train",)
     test_files = ("test",)
     label_key = "fine_labels"
+    meta_file, names_key = "meta", "fine_label_names"
 
 
 # --- ImageFolder --------------------------------------------------------------------------------
