@@ -319,8 +319,8 @@ def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if sd and all(k.startswith("model.") for k in sd):  # the zoo's LightningModule
-        sd = {k.removeprefix("model."): v for k, v in sd.items()}
+    if any(k.startswith("model.") for k in sd):  # the zoo's LightningModule (+ metric states)
+        sd = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
     return sd
 
 
