@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -61,6 +61,15 @@ weights: setup
 	$(PY) train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20"
+
+# Our CliqueNet Fashion-MNIST weights (about 30 min per epoch here): rerun the target to resume an
+# interrupted run from its last checkpoint; the export runs when the 30 epochs are done.
+CLIQUE_RUN := runs/weights/cliquenet
+weights-cliquenet: setup
+	$(PY) train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) \
+		$$(test -f $(CLIQUE_RUN)/checkpoints/last.ckpt && echo ckpt_path=last)
+	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
+		--command "python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN)"
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
