@@ -83,3 +83,41 @@ def crash_at_step(step: int):
                 raise SimulatedCrash(f"simulated crash at step {step}")
 
     return CrashAtStep()
+
+
+class StepRecorder:
+    """A callback that runs the training clock on simulated time, ``step_s`` per training step,
+    and records the clock after every step and the learning rate at the end
+    (``+callbacks.probe._target_=helpers.step_recorder``)."""
+
+    last: StepRecorder | None = None
+
+    def __init__(self, step_s: float) -> None:
+        import pytorch_lightning as pl
+
+        recorder = self
+        self.time = 0.0
+        self.elapsed: list[float] = []
+        self.final_lr: float | None = None
+        self.final_progress: float | None = None
+
+        class _Callback(pl.Callback):
+            def on_fit_start(self, trainer, pl_module) -> None:
+                pl_module.clock.now = lambda: recorder.time
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+                recorder.time += step_s
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+                recorder.elapsed.append(pl_module.clock.elapsed())
+
+            def on_train_end(self, trainer, pl_module) -> None:
+                recorder.final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+                recorder.final_progress = pl_module.clock.progress()
+
+        self.callback = _Callback()
+        StepRecorder.last = self
+
+
+def step_recorder(step_s: float):
+    return StepRecorder(step_s).callback

@@ -27,13 +27,14 @@ class TrainingClock(pl.Callback):
         self.previous_s = 0.0  # time of the pieces before this one
         self.images = 0
         self._piece_start: float | None = None
+        self.now = time.perf_counter  # the time source (tests drive a simulated one)
 
     @property
     def state_key(self) -> str:
         return "TrainingClock"
 
     def elapsed(self) -> float:
-        running = time.perf_counter() - self._piece_start if self._piece_start is not None else 0
+        running = self.now() - self._piece_start if self._piece_start is not None else 0
         return self.previous_s + running
 
     def progress(self) -> float:
@@ -41,7 +42,7 @@ class TrainingClock(pl.Callback):
         return min(1.0, self.elapsed() / self.budget_s) if self.budget_s else 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._piece_start = time.perf_counter()
+        self._piece_start = self.now()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.previous_s, self._piece_start = self.elapsed(), None
