@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights weights-cliquenet bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -52,6 +52,11 @@ train: setup
 # CliqueNet: fast block vs edge loop, memory-efficient mode (writes docs/cliquenet_bench.json).
 bench-cliquenet: setup
 	$(PY) -m zoo.bench.cliquenet --out docs/cliquenet_bench.json
+
+# Training efficiency of every small-input family and the allocator policy, side by side
+# (docs/performance.md's efficiency table; about 20 min on 2 cores).
+bench-efficiency: setup
+	$(PY) -m zoo.bench.efficiency --doc docs/performance.md
 
 # Our Fashion-MNIST weights under weights/ (the commands recorded in each weights/*.json).
 weights: setup
