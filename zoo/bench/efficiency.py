@@ -249,7 +249,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"**{a['fault_reduction']:.0f}×** fewer minor page faults.",
         "",
         f"**Efficiency** (training at batch {report['batch']} on 1×28×28, default and "
-        "`train.fast`, alternating timed steps; effective rate = 6 × MACs × images/s of the faster mode; "
+        "`train.fast`, alternating timed steps; effective rate = 6 × MACs × images/s of the "
+        "faster mode; "
         f"epoch = {EPOCH_IMAGES:,} images; evaluation = {EVAL_IMAGES:,} images at batch "
         f"{report['eval_batch']}):",
         "",
