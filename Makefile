@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency weights weights-cliquenet bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -86,6 +86,21 @@ bench-odenet: setup
 compare: setup
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare
+
+# Every small-input family trained on Fashion-MNIST with one recipe and the same 15-minute budget
+# (experiment=budget_fmnist), then the comparison table with their accuracy (docs/comparison.md).
+# About 2 h 20 min on 2 cores; rerun to resume: finished models are skipped, an interrupted one
+# continues from its last checkpoint.
+BUDGET_MODELS := lenet5 alexnet_cifar vgg11_bn_cifar googlenet_cifar resnet20 resnet20_noshort \
+	densenet_bc100_k12 cliquenet_k36_t12_ac odenet_mnist
+compare-budget: setup
+	@for m in $(BUDGET_MODELS); do \
+		d=runs/budget/$$m; test -f $$d/results.json && continue; \
+		$(PY) train.py experiment=budget_fmnist model=$$m threads=2 hydra.run.dir=$$d \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last) || exit 1; \
+	done
+	$(PY) evaluate.py task=compare threads=2 "runs=[runs/budget/*/results.json]" output_dir=docs \
+		hydra.run.dir=runs/evaluate/compare-budget
 
 # Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2

@@ -104,3 +104,28 @@ def test_damaged_results_json_is_skipped_with_a_warning_naming_it(
     for name in ("cut", "list", "old", "binary"):
         assert str(tmp_path / name / "results.json") in warned
     assert "no wall_time_s" in warned
+
+
+def test_budgeted_runs_give_a_budget_column_and_accuracy_against_time(tmp_path: Path) -> None:
+    for name, budget in (("lenet5", 30), ("resnet20", 30)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        curve = [
+            {"epoch": 1, "seconds": 10.0, "test_acc1": 0.8},
+            {"epoch": 2, "seconds": 20.0, "test_acc1": 0.85},
+        ]
+        results = {
+            "model": name,
+            "dataset": "fashion_mnist",
+            "test_acc1": 0.85,
+            "epochs": 2,
+            "wall_time_s": 30.1,
+            "budget_s": budget,
+            "test_curve": curve,
+            "data": {"test": 10_000},
+        }
+        (run_dir / "results.json").write_text(json.dumps(results))
+    rows = run(_compose(tmp_path / "out", ["models=[lenet5,resnet20]", f"runs=[{tmp_path}/*]"]))
+    assert [r["budget (s)"] for r in rows] == ["30", "30"]
+    assert "| budget (s) |" in (tmp_path / "out" / "comparison.md").read_text()
+    assert (tmp_path / "out" / "comparison_curves.png").stat().st_size > 1000

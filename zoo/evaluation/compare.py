@@ -68,6 +68,7 @@ COLUMNS = [
     "runs",
     "epochs",
     "wall (s)",
+    "budget (s)",
     "paper C10 err (%)",
 ]
 
@@ -163,6 +164,9 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
             row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
             row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
             row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
+            budgets = sorted({r["budget_s"] for r in matching if r.get("budget_s")})
+            row["budget (s)"] = "/".join(f"{b:g}" for b in budgets)
+            row["_curves"] = [r["test_curve"] for r in matching if r.get("test_curve")]
             row["_acc"] = statistics.mean(accs)
             n = matching[0].get("data", {}).get("test")
             if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
@@ -215,6 +219,28 @@ def plot(rows: list[dict], path: Path) -> None:
     atomic_write_figure(path, fig, tight=False)
 
 
+def plot_curves(rows: list[dict], path: Path) -> bool:
+    """Test top-1 against training time, one line per model (runs with ``callbacks.test_curve``);
+    False when no run has a curve."""
+    curves = [(r["model"], c) for r in rows for c in r.get("_curves", [])]
+    if not curves:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(m for m, _ in curves))}
+    for model, curve in curves:
+        seconds = [p["seconds"] for p in curve]
+        accs = [100 * p["test_acc1"] for p in curve]
+        label = model if model not in ax.get_legend_handles_labels()[1] else None
+        ax.plot(seconds, accs, "-o", ms=3, color=colors[model], label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="training time (s, log)", ylabel="test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    atomic_write_figure(path, fig)
+    return True
+
+
 def _input_sizes(task: DictConfig) -> list[tuple[int, int, int]]:
     sizes = [tuple(int(v) for v in size) for size in task.input_sizes]
     bad = [list(size) for size in sizes if len(size) != 3 or min(size) < 1]
@@ -258,6 +284,7 @@ def run(cfg: DictConfig) -> list[dict]:
     writer.writeheader()
     writer.writerows(all_rows)
     atomic_write_text(out / "comparison.csv", buffer.getvalue())
+    plot_curves(tables[0], out / "comparison_curves.png")
     atomic_write_text(out / "comparison.tex", "\n".join(latex))
     plot(tables[0], out / "comparison.png")
     print(markdown)

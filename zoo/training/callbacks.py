@@ -7,6 +7,8 @@ clock, its budget and its time-to-accuracy curve where the interrupted piece sto
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,15 @@ class TrainingClock(pl.Callback):
     def elapsed(self) -> float:
         running = self.now() - self._piece_start if self._piece_start is not None else 0
         return self.previous_s + running
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent in the block does not count as training (e.g. the test curve's evaluation)."""
+        start = self.now()
+        try:
+            yield
+        finally:
+            self.previous_s -= self.now() - start
 
     def progress(self) -> float:
         """Fraction of the budget spent (0 without a budget)."""
@@ -99,7 +110,8 @@ class TestCurve(pl.Callback):
 
     For time-to-accuracy measurements (docs/performance.md): the test set is only observed, never
     used for model selection (``results.json`` still reports the best-validation checkpoint).
-    The time includes these evaluations, so it is an upper bound on the training time.
+    The clock is paused while the test set is evaluated: the seconds are training time only
+    (validation included), and a time budget is not spent on these observations.
     """
 
     def __init__(self, time_to: list[float] | None = None) -> None:
@@ -112,16 +124,9 @@ class TestCurve(pl.Callback):
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loader = trainer.datamodule.test_dataloader()
-        was_training = pl_module.training
-        pl_module.eval()
-        correct = total = 0
-        for x, y in loader:
-            logits = pl_module(x.to(pl_module.device))
-            correct += int((logits.argmax(1).cpu() == y).sum())
-            total += len(y)
-        pl_module.train(was_training)
         clock = training_clock(trainer)
+        with clock.paused() if clock else nullcontext():
+            correct, total = self._evaluate(trainer, pl_module)
         self.curve.append(
             {
                 "epoch": trainer.current_epoch + 1,
@@ -129,6 +134,18 @@ class TestCurve(pl.Callback):
                 "test_acc1": correct / max(1, total),
             }
         )
+
+    @staticmethod
+    def _evaluate(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[int, int]:
+        was_training = pl_module.training
+        pl_module.eval()
+        correct = total = 0
+        for x, y in trainer.datamodule.test_dataloader():
+            logits = pl_module(x.to(pl_module.device))
+            correct += int((logits.argmax(1).cpu() == y).sum())
+            total += len(y)
+        pl_module.train(was_training)
+        return correct, total
 
     def time_to(self, accuracy: float) -> float | None:
         """Seconds until test top-1 first reached ``accuracy`` (a fraction), or None."""
