@@ -7,27 +7,24 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import pytest
-from test_train import SYNTHETIC_TINY, run_train
+from helpers import SYNTHETIC_TINY, compose, run_train
 
-from zoo.cli import CONF_DIR
 from zoo.errors import UserError
 from zoo.evaluation.compare import COLUMNS, collect_runs, run
 
 
 def _compose(tmp_path: Path, extra: list[str]):
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(
-            "evaluate",
-            overrides=[
-                "task=compare",
-                f"output_dir={tmp_path}",
-                "task.repeats=1",
-                "task.batch=4",
-                *extra,
-            ],
-        )
+    return compose(
+        [
+            "task=compare",
+            f"output_dir={tmp_path}",
+            "task.repeats=1",
+            "task.batch=4",
+            *extra,
+        ],
+        "evaluate",
+    )
 
 
 def test_compare_table_with_runs(tmp_path: Path) -> None:

@@ -8,14 +8,12 @@ import os
 import pickle
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fmnist
+from helpers import compose, needs_fmnist
 from hydra.utils import instantiate
 
-from zoo.cli import CONF_DIR
 from zoo.data import (
     BatchAugment,
     CIFAR10DataModule,
@@ -370,17 +368,16 @@ def test_ddp_shards_are_disjoint() -> None:
 
 
 def test_synthetic_data_is_learnable_and_configurable() -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose(
-            "train",
-            overrides=[
-                "data=synthetic",
-                "data.image_size=20",
-                "data.in_chans=2",
-                "data.num_classes=4",
-                "data.num_samples=400",
-            ],
-        )
+    cfg = compose(
+        [
+            "data=synthetic",
+            "data.image_size=20",
+            "data.in_chans=2",
+            "data.num_classes=4",
+            "data.num_samples=400",
+        ],
+        "train",
+    )
     dm = instantiate(cfg.data)
     assert isinstance(dm, SyntheticDataModule)
     dm.setup()
@@ -393,8 +390,7 @@ def test_synthetic_data_is_learnable_and_configurable() -> None:
 
 @needs_fmnist
 def test_default_fashion_mnist_config() -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose("train")
+    cfg = compose([], "train")
     dm = instantiate(cfg.data)
     dm.setup()
     info = dm.describe()

@@ -10,13 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
+from helpers import SYNTHETIC_TINY, compose, run_train
 from safetensors.torch import load_file, save_file
-from test_train import SYNTHETIC_TINY, compose, run_train
 
-from zoo.cli import CONF_DIR
 from zoo.evaluation.metrics import evaluate_model, run, worst_errors_figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +27,15 @@ def test_eval_task_matches_training_test_metrics(tmp_path: Path) -> None:
         ["model=lenet5", "trainer.max_epochs=1", *SYNTHETIC_TINY, "data.image_size=28"],
     )
     ckpt = results["best_checkpoint"]
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose(
-            "evaluate",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                f"output_dir={tmp_path}",
-                *SYNTHETIC_TINY[:-1],
-                "data.image_size=28",
-            ],
-        )
+    cfg = compose(
+        [
+            f"ckpt_path={ckpt}",
+            f"output_dir={tmp_path}",
+            *SYNTHETIC_TINY[:-1],
+            "data.image_size=28",
+        ],
+        "evaluate",
+    )
     out = run(cfg)
     assert abs(out["acc1"] - results["test_acc1"]) < 1e-6
     assert abs(out["loss"] - results["test_loss"]) < 1e-4

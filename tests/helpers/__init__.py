@@ -33,10 +33,12 @@ SYNTHETIC_TINY = [
 ]
 
 
-def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: list[str], config_name: str = "train", return_hydra_config: bool = False
+) -> DictConfig:
     """The config ``train.py``/``evaluate.py`` would run with these overrides."""
     with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(config_name, overrides=overrides)
+        return hydra.compose(config_name, overrides, return_hydra_config=return_hydra_config)
 
 
 def run_train(out: Path, overrides: list[str]) -> dict:

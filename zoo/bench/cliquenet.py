@@ -25,6 +25,7 @@ import zoo
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
 from zoo.profiling import median_seconds, saved_tensor_bytes
+from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 
 class EdgeLoopCliqueBlock(CliqueBlock):
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/cliquenet_bench.json"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="retain")
     args = parser.parse_args(argv)
+    configure_allocator(args.allocator)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     result: dict = {
