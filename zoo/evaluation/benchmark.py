@@ -41,7 +41,6 @@ from zoo.io import atomic_write_json, atomic_write_text
 from zoo.registry import get_model_entry
 
 VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
-REFERENCES = ("torchvision", "timm")
 
 
 def reference_names(against: str) -> set[str]:

@@ -15,8 +15,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.analysis.robustness import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.factory import create_model
 from zoo.fast import optimize
-from zoo.registry import create_model
 
 log = logging.getLogger(__name__)
 
