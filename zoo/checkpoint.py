@@ -24,7 +24,7 @@ from torch import nn
 
 from zoo.errors import UserError
 from zoo.pretrained import read_state_dict, unwrap_state_dict
-from zoo.registry import create_model
+from zoo.factory import create_model
 
 if TYPE_CHECKING:
     from zoo.data import InMemoryDataModule

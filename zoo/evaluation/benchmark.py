@@ -42,7 +42,6 @@ from zoo.profiling import status_mib
 from zoo.registry import count_params, get_model_entry
 
 VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
-REFERENCES = ("torchvision", "timm")
 
 
 def reference_names(against: str) -> set[str]:

@@ -35,24 +35,6 @@ from zoo.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
-# CIFAR-10 test error (%) reported by the papers, with their source.
-PAPER_CIFAR10_ERROR = {
-    "resnet20": (8.75, "He et al. 2016, Table 6"),
-    "resnet32": (7.51, "He et al. 2016, Table 6"),
-    "resnet44": (7.17, "He et al. 2016, Table 6"),
-    "resnet56": (6.97, "He et al. 2016, Table 6"),
-    "resnet110": (6.43, "He et al. 2016, Table 6"),
-    "resnet56_noshort": (13.31, "Li et al. 2018, Fig. 5"),
-    "densenet40_k12": (7.00, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "densenet100_k12": (5.77, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "densenet_bc100_k12": (5.92, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "cliquenet_k36_t12": (5.93, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k36_t12_ac": (5.61, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k64_t15": (5.12, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k80_t15": (5.10, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k80_t18": (5.06, "Yang et al. 2018, CIFAR table"),
-}
-
 COLUMNS = [
     "model",
     "family",
@@ -172,8 +154,9 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
             if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
                 lo, hi = wilson_interval(round(row["_acc"] * n / 100), n)
                 row["top-1 95% CI (%)"] = f"{100 * lo:.2f}-{100 * hi:.2f}"
-        paper = PAPER_CIFAR10_ERROR.get(row["model"])
-        row["paper C10 err (%)"] = f"{paper[0]:.2f} ({paper[1]})" if paper else ""
+        paper = zoo.model_info(row["model"])["paper_numbers"]
+        error = paper.get("cifar10_error")
+        row["paper C10 err (%)"] = f"{error:.2f} ({paper['source']})" if error else ""
     return rows
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
 
 PAPER = (
     "ImageNet Classification with Deep Convolutional Neural Networks "
@@ -70,9 +70,19 @@ class AlexNet(ZooModel):
         self.classifier[-1] = make_linear_head(self.num_features, num_classes)
 
 
-def _conv_stack(first: nn.Conv2d, pool_args: tuple[int, int]) -> nn.Sequential:
-    """The five convolutions of Fig. 2 (single-GPU widths) after ``first``, with max pools."""
-    return nn.Sequential(
+def create_alexnet(
+    *, small_input: bool, num_classes: int, in_chans: int, dropout: float
+) -> AlexNet:
+    """The five convolutions of Fig. 2 (single-GPU widths) with max pools, and the FC head.
+
+    ``small_input``: a 3×3/1 first conv, 2×2 pools, a 2×2 adaptive pool and FC 1024.
+    """
+    if small_input:
+        first, pool_args, pool_size, hidden = nn.Conv2d(in_chans, 64, 3, padding=1), (2, 2), 2, 1024
+    else:
+        first = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
+        pool_args, pool_size, hidden = (3, 2), 6, 4096
+    features = nn.Sequential(
         first,
         nn.ReLU(inplace=True),
         nn.MaxPool2d(*pool_args),
@@ -87,19 +97,37 @@ def _conv_stack(first: nn.Conv2d, pool_args: tuple[int, int]) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.MaxPool2d(*pool_args),
     )
+    return AlexNet(
+        features, pool_size=pool_size, hidden=hidden, num_classes=num_classes, dropout=dropout
+    )
 
 
-@register_model(family="alexnet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)
+def _cfg(**kwargs) -> ModelCfg:
+    return ModelCfg(
+        family="alexnet", paper=PAPER, first_conv="features.0", classifier="classifier.6", **kwargs
+    )
+
+
+@register_model(
+    _cfg(
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 63, 63),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        torchvision="alexnet",
+    )
+)
 def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet (Krizhevsky et al. 2012, Fig. 2; torchvision layout): 61,100,840 params."""
-    stem = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
-    features = _conv_stack(stem, (3, 2))
-    return AlexNet(features, pool_size=6, hidden=4096, num_classes=num_classes, dropout=dropout)
+    return create_alexnet(
+        small_input=False, num_classes=num_classes, in_chans=in_chans, dropout=dropout
+    )
 
 
-@register_model(family="alexnet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 8, 8)))
 def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet for 28–32 px images: 3×3/1 first conv, 2×2 pools, FC 1024 (see module docstring)."""
-    stem = nn.Conv2d(in_chans, 64, kernel_size=3, padding=1)
-    features = _conv_stack(stem, (2, 2))
-    return AlexNet(features, pool_size=2, hidden=1024, num_classes=num_classes, dropout=dropout)
+    return create_alexnet(
+        small_input=True, num_classes=num_classes, in_chans=in_chans, dropout=dropout
+    )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.registry import ModelCfg, register_model
 
 PAPER = "Going Deeper with Convolutions (Szegedy et al., CVPR 2015, arXiv:1409.4842)"
 
@@ -100,8 +100,6 @@ class InceptionAux(nn.Module):
 
 class GoogLeNet(ZooModel):
     aux_loss_weight = 0.3
-    # torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them.
-    pretrained_optional_prefixes = ("aux1.", "aux2.")
 
     def __init__(
         self,
@@ -187,7 +185,30 @@ class GoogLeNet(ZooModel):
             self.aux_logits, self.aux1, self.aux2 = False, None, None
 
 
-@register_model(family="googlenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)
+def _cfg(**kwargs) -> ModelCfg:
+    """torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them."""
+    return ModelCfg(
+        family="googlenet",
+        paper=PAPER,
+        first_conv="conv1.conv",
+        classifier=("fc", "aux1.fc2", "aux2.fc2"),
+        pretrained_optional=("aux1.", "aux2."),
+        **kwargs,
+    )
+
+
+@register_model(
+    _cfg(
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 15, 15),
+        # torchvision builds GoogLeNet with transform_input=True for its weights: that layer turns
+        # ImageNet-normalised input into (x - 0.5) / 0.5, so that is what the weights expect.
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        torchvision="googlenet",
+    )
+)
 def googlenet(
     *,
     num_classes: int = 1000,
@@ -197,10 +218,16 @@ def googlenet(
     dropout_aux: float = 0.7,
 ) -> GoogLeNet:
     """GoogLeNet (Szegedy et al. Table 1; torchvision layout): 13,004,888 params with aux heads."""
-    return GoogLeNet(num_classes, in_chans, aux_logits, dropout, dropout_aux)
+    return GoogLeNet(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        aux_logits=aux_logits,
+        dropout=dropout,
+        dropout_aux=dropout_aux,
+    )
 
 
-@register_model(family="googlenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 2, 2)))
 def googlenet_cifar(
     *,
     num_classes: int = 10,
@@ -210,4 +237,11 @@ def googlenet_cifar(
     dropout_aux: float = 0.7,
 ) -> GoogLeNet:
     """GoogLeNet for 28–32 px images: 3×3/192 stem, no early downsampling (see module docstring)."""
-    return GoogLeNet(num_classes, in_chans, aux_logits, dropout, dropout_aux, small_input=True)
+    return GoogLeNet(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        aux_logits=aux_logits,
+        dropout=dropout,
+        dropout_aux=dropout_aux,
+        small_input=True,
+    )

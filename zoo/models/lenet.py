@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.registry import ModelCfg, register_model
 
 PAPER = "Gradient-Based Learning Applied to Document Recognition (LeCun et al., Proc. IEEE 1998)"
 
@@ -73,7 +73,16 @@ class LeNet5(ZooModel):
         return x if pre_logits else self.fc(x)
 
 
-@register_model(family="lenet", paper=PAPER, input_size=(1, 32, 32), num_classes=10)
+@register_model(
+    ModelCfg(
+        family="lenet",
+        paper=PAPER,
+        input_size=(1, 32, 32),
+        num_classes=10,
+        min_input_size=(1, 1, 1),  # smaller images are zero-padded to 32×32
+        first_conv="features.0",
+    )
+)
 def lenet5(
     *, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"
 ) -> LeNet5:

@@ -14,8 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.factory import create_model
 from zoo.fast import optimize
-from zoo.registry import create_model
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
 from zoo.training.instantiate import build
 
