@@ -41,20 +41,26 @@ def pgd(
     mean: Sequence[float] | torch.Tensor | None = None,
     std: Sequence[float] | torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    targeted: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on the cross-entropy within ‖δ‖∞ ≤ ``eps`` (pixel units).
 
-    ``step_size`` defaults to 2.5·eps/steps (Madry et al.). Returns the normalized adversarial x.
+    ``step_size`` defaults to 2.5·eps/steps (Madry et al.). With ``targeted``, ``y`` holds the
+    wanted labels and the cross-entropy to them is descended instead. ``mask`` (broadcast to x,
+    1 where pixels may change) restricts the perturbation. Returns the normalized adversarial x.
     """
     if eps < 0 or steps < 1:
         raise UserError(f"attack needs eps >= 0 and steps >= 1 (got eps={eps}, steps={steps})")
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     m, s = _stats(x, mean, std)
     clean = (x.detach() * s + m).clamp(0, 1)
+    keep = torch.ones_like(clean) if mask is None else mask.to(clean).expand_as(clean)
+    sign = -1.0 if targeted else 1.0
     adv = clean.clone()
     if random_start and eps > 0:
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        adv = (adv + (2 * noise - 1) * eps).clamp(0, 1)
+        adv = (adv + (2 * noise - 1) * eps * keep).clamp(0, 1)
     with eval_mode(model):
         for _ in range(steps):
             adv.requires_grad_(True)
@@ -63,7 +69,7 @@ def pgd(
                 loss = F.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
                 (grad,) = torch.autograd.grad(loss, adv)
             with torch.no_grad():
-                adv = adv + step_size * grad.sign()
+                adv = adv + sign * step_size * grad.sign() * keep
                 adv = torch.min(torch.max(adv, clean - eps), clean + eps).clamp(0, 1)
     return ((adv - m) / s).detach()
 

@@ -1,4 +1,4 @@
-"""Analysis tools that work on any ``nn.Module``: loss landscapes, Hessian spectra, robustness.
+"""Analysis tools for ``nn.Module``s: loss landscapes, Hessian spectra, robustness, corrections.
 
 - :mod:`zoo.analysis.landscape` — filter-normalized random directions and 1D/2D loss surfaces
   (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets").
@@ -7,6 +7,8 @@
   Adversaries"; Ghorbani et al. 2019 for the density).
 - :mod:`zoo.analysis.robustness` — accuracy under the FGSM and PGD (L∞) attacks of
   :mod:`zoo.attacks`.
+- :mod:`zoo.analysis.corrections` — minimal, stable, symbolic corrections of a piecewise-linear
+  network's decision (Zhang, Solar-Lezama, Singh, NeurIPS 2018).
 
-Command line: ``python evaluate.py task=landscape|hessian|robustness ckpt_path=PATH``.
+Command line: ``python evaluate.py task=landscape|hessian|robustness|corrections ckpt_path=PATH``.
 """
