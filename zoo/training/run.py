@@ -101,6 +101,7 @@ def build_datamodule(data_cfg: DictConfig, seed: int) -> pl.LightningDataModule:
 def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
     kwargs = model_kwargs_from_cfg(cfg.model, dm.num_classes, dm.in_chans)
     adversarial = cfg.train.get("adversarial")
+    distill = cfg.train.get("distill")
     try:
         return ZooClassifier(
             model_name=cfg.model.name,
@@ -116,6 +117,7 @@ def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
             pretrained=cfg.model.get("pretrained") or False,
             seed=cfg.seed,
             budget_s=cfg.train.get("budget_s"),
+            distill=OmegaConf.to_container(distill, resolve=True) if distill else None,
         )
     except (ValueError, TypeError) as err:  # unknown model name or builder argument
         raise UserError(str(err)) from None
