@@ -17,6 +17,7 @@ from zoo.errors import UserError
 from zoo.factory import create_model
 from zoo.fast import optimize
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
+from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 from zoo.training.instantiate import build
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class ZooClassifier(pl.LightningModule):
 
     Hyper-parameters saved in every checkpoint: ``model_name``, ``model_kwargs`` and ``data``
     (dataset name, classes, channels, size, mean/std), enough to rebuild the model and its
-    preprocessing from the checkpoint alone.
+    preprocessing from the checkpoint alone. With ``distill`` ({teacher, temperature, alpha}) the
+    model learns from a frozen teacher too (:func:`zoo.training.distill.kd_loss`); the teacher is
+    not part of the module's state_dict, so checkpoints and exported weights hold the student only.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class ZooClassifier(pl.LightningModule):
         fast: bool = False,
         adversarial: dict[str, Any] | None = None,
         budget_s: float | None = None,
+        distill: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -81,6 +85,11 @@ class ZooClassifier(pl.LightningModule):
         elif channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.adversarial = self._check_adversarial(adversarial)
+        self.distill = check_distill(distill)
+        teacher = load_teacher(self.distill["teacher"], data or {}) if self.distill else None
+        # Outside the module tree: no parameters in the state_dict or the optimizer, and
+        # LightningModule.train() never switches it out of eval mode.
+        object.__setattr__(self, "teacher", teacher)
         # Kept out of the module tree so the state_dict has no second copy of the weights.
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.optim_cfg = dict(optim or DEFAULT_OPTIM)
@@ -134,18 +143,36 @@ class ZooClassifier(pl.LightningModule):
         return self._forward(x)
 
     def _loss(
-        self, out: torch.Tensor | tuple, y: torch.Tensor
+        self, out: torch.Tensor | tuple, y: torch.Tensor, teacher_logits: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy; a tuple output is (main, *auxiliary) as GoogLeNet's in training."""
-        if isinstance(out, tuple):
-            main, *aux = out
-            weight = getattr(self.model, "aux_loss_weight", 0.3)
+        """Cross-entropy (with ``teacher_logits``: the distillation loss of the main output); a
+        tuple output is (main, *auxiliary) as GoogLeNet's in training."""
+        main, *aux = out if isinstance(out, tuple) else (out,)
+        if teacher_logits is None:
             loss = F.cross_entropy(main, y, label_smoothing=self.label_smoothing)
+        else:
+            loss = kd_loss(
+                main,
+                teacher_logits,
+                y,
+                self.distill["temperature"],
+                self.distill["alpha"],
+                label_smoothing=self.label_smoothing,
+            )
+        if aux:
+            weight = getattr(self.model, "aux_loss_weight", 0.3)
             loss = loss + weight * sum(
                 F.cross_entropy(a, y, label_smoothing=self.label_smoothing) for a in aux
             )
-            return loss, main
-        return F.cross_entropy(out, y, label_smoothing=self.label_smoothing), out
+        return loss, main
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        teacher: Teacher | None = self.teacher
+        if teacher is None:
+            return None
+        if teacher.shift.device != x.device:
+            teacher.to(x.device)
+        return teacher(x)
 
     def configure_callbacks(self) -> list[pl.Callback]:
         return [self.clock]
@@ -176,7 +203,7 @@ class ZooClassifier(pl.LightningModule):
             x = self._adversarial_batch(x, y)
         if hasattr(self.model, "reset_step_stats"):
             self.model.reset_step_stats()
-        loss, logits = self._loss(self(x), y)
+        loss, logits = self._loss(self(x), y, self._teacher_logits(x))
         if not torch.isfinite(loss):
             saved = [c.path for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)]
             kept = (

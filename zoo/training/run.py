@@ -27,6 +27,7 @@ from zoo.runtime import configure_allocator, set_threads
 from zoo.training.callbacks import TestCurve
 from zoo.training.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
+from zoo.training.debug import set_dropout
 from zoo.training.instantiate import build_all
 from zoo.training.loggers import ResumableCSVLogger
 from zoo.training.module import ZooClassifier
@@ -100,7 +101,9 @@ def build_datamodule(data_cfg: DictConfig, seed: int) -> pl.LightningDataModule:
 
 def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
     kwargs = model_kwargs_from_cfg(cfg.model, dm.num_classes, dm.in_chans)
+    kwargs = set_dropout(cfg.model.name, kwargs, cfg.train.get("dropout"))
     adversarial = cfg.train.get("adversarial")
+    distill = cfg.train.get("distill")
     try:
         return ZooClassifier(
             model_name=cfg.model.name,
@@ -116,6 +119,7 @@ def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
             pretrained=cfg.model.get("pretrained") or False,
             seed=cfg.seed,
             budget_s=cfg.train.get("budget_s"),
+            distill=OmegaConf.to_container(distill, resolve=True) if distill else None,
         )
     except (ValueError, TypeError) as err:  # unknown model name or builder argument
         raise UserError(str(err)) from None
