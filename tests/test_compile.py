@@ -27,7 +27,7 @@ def _fresh_dynamo():
 
 @pytest.mark.parametrize("name", [*SMALL_MODELS, "odenet_mnist"])
 def test_compiled_model_matches_eager(name: str) -> None:
-    size = get_model_entry(name).input_size
+    size = get_model_entry(name).cfg.input_size
     model = trained_like(zoo.create_model(name), size)
     compiled = torch.compile(model)
     x = torch.randn(2, *size)

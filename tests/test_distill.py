@@ -16,7 +16,7 @@ from torch import nn
 import zoo.training.run as run_module
 from zoo.checkpoint import read_checkpoint
 from zoo.errors import UserError
-from zoo.registry import create_model
+from zoo.factory import create_model
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "resnet20_fmnist.safetensors"

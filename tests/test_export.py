@@ -15,8 +15,8 @@ from helpers import one_line_error
 from helpers.models import SMALL_MODELS, trained_like
 
 import zoo
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.pretrained import model_from_checkpoint
 from zoo.registry import get_model_entry
 from zoo.tools.export import FORMATS, export_network, main
 
@@ -160,7 +160,7 @@ def test_small_models_cover_every_family() -> None:
     ],
 )
 def test_every_family_exports_and_matches_pytorch(tmp_path: Path, name: str, fmt: str) -> None:
-    size = get_model_entry(name).input_size
+    size = get_model_entry(name).cfg.input_size
     model = trained_like(zoo.create_model(name), size)
     out = tmp_path / f"{name}{FORMATS[fmt]}"
     info = {"model": name, "model_kwargs": {}, "data": {}}

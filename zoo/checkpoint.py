@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoo.errors import UserError
-from zoo.pretrained import read_state_dict, unwrap_state_dict
 from zoo.factory import create_model
+from zoo.pretrained import read_state_dict, unwrap_state_dict
 
 if TYPE_CHECKING:
     from zoo.data import InMemoryDataModule

@@ -43,7 +43,6 @@ from zoo.registry import (
     IMAGENET_STD,
     ModelCfg,
     PretrainedTag,
-    build_model,
     cache_filename,
     get_model_entry,
     model_names,
@@ -61,7 +60,6 @@ __all__ = [
     "get_tag",
     "list_tags",
     "load_pretrained",
-    "model_from_checkpoint",
     "read_state_dict",
     "unwrap_state_dict",
 ]
@@ -499,40 +497,3 @@ def _read_sidecar(meta_path: Path) -> dict[str, Any]:
             "weights again with python -m zoo.tools.export"
         ) from None
     return info
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a zoo Lightning checkpoint (.ckpt) or exported .safetensors + .json."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        meta_path = path.with_suffix(".json")
-        if not meta_path.is_file():
-            raise UserError(f"{path.name} needs its model config {meta_path.name} beside it")
-        info = _read_sidecar(meta_path)
-        sd = unwrap_state_dict(read_state_dict(path), path)
-    else:
-        ckpt = read_state_dict(path)
-        hp = ckpt.get("hyper_parameters")
-        if not isinstance(hp, dict) or "model_name" not in hp:
-            raise UserError(
-                f"{path.name} is not a zoo training checkpoint (no model_name); "
-                "use create_model(name, pretrained=path) for plain weights"
-            )
-        info = {
-            "model": hp["model_name"],
-            "model_kwargs": dict(hp.get("model_kwargs") or {}),
-            "data": dict(hp.get("data") or {}),
-        }
-        sd = unwrap_state_dict(ckpt, path)
-    try:
-        model = build_model(info["model"], **info["model_kwargs"])
-    except (ValueError, TypeError) as err:
-        raise UserError(f"{path.name}: {err}") from None
-    try:
-        sd = adapt_state_dict(model, sd, info["model"], adapt=False)
-    except UserError as err:  # evaluation never scores a re-initialised head
-        raise UserError(f"{path.name} does not match its own model description: {err}") from None
-    model.load_state_dict(sd, strict=True)
-    return model, info

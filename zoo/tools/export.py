@@ -35,8 +35,9 @@ from torch import nn
 
 from zoo.checkpoint import load_strict, model_from_checkpoint, read_checkpoint
 from zoo.errors import UserError
+from zoo.factory import create_model
 from zoo.io import atomic_write_bytes, atomic_write_json
-from zoo.registry import create_model, get_model_entry, is_model
+from zoo.registry import get_model_entry, is_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
@@ -158,7 +159,7 @@ def input_size_of(info: dict[str, Any]) -> tuple[int, int, int]:
     """(C, H, W) the model is exported for: the training data's, else the registry default with
     the model's own ``in_chans``."""
     data = info.get("data") or {}
-    default = get_model_entry(info["model"]).input_size
+    default = get_model_entry(info["model"]).cfg.input_size
     in_chans = info["model_kwargs"].get("in_chans", data.get("in_chans", default[0]))
     height, width = data.get("image_size") or default[1:]
     return int(in_chans), int(height), int(width)
