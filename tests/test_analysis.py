@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import SYNTHETIC_TINY, compose, run_train
+from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
 from zoo import attacks, stats

@@ -279,7 +279,7 @@ def test_placed_file_is_used_offline_and_adapted(tmp_path: Path, monkeypatch, ca
 def test_train_py_fine_tunes_from_a_tag(tmp_path: Path, monkeypatch) -> None:
     # python train.py model=resnet18 model.pretrained=tv_in1k data=..., two steps on tiny 1x28x28
     # synthetic data (data=fashion_mnist would spend ~40 s evaluating ResNet-18 on its test set)
-    from test_train import SYNTHETIC_TINY, compose
+    from helpers import SYNTHETIC_TINY, compose
 
     from zoo.training.run import train
 
@@ -350,7 +350,7 @@ _WEIGHT_CHECKS = [
 
 @pytest.mark.parametrize(("meta_path", "n"), _WEIGHT_CHECKS)
 def test_published_weights_reach_their_accuracy(meta_path: Path, n: int) -> None:
-    from conftest import HAS_FMNIST
+    from helpers import HAS_FMNIST
 
     if not HAS_FMNIST:
         pytest.skip("Fashion-MNIST missing")
