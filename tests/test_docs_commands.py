@@ -25,7 +25,9 @@ def documented_commands() -> list[tuple[str, str, tuple[str, ...]]]:
                 continue
             words = shlex.split(args.replace("\\", " ")) if args.strip() else []
             words = tuple(
-                w.strip("[]") if w.startswith("[") and "=" in w else w  # [optional=args]
+                w[1:-1]
+                if w.startswith("[") and w.endswith("]") and "=" in w
+                else w  # [optional=args]
                 for w in words
                 if w not in ("-m", "--multirun")
             )
