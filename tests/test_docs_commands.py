@@ -17,6 +17,13 @@ COMMAND = re.compile(r"python (train|evaluate)\.py((?: [^`\n#|]+)?)")
 SKIP = ("hydra/launcher=", "--")
 
 
+def _optional(word: str) -> str:
+    """``[key=value]`` (an optional argument, maybe cut at a ``|`` alternative) -> ``key=value``."""
+    if word.startswith("[") and "=" in word:
+        return word[1:-1] if word.endswith("]") and word.count("[") == word.count("]") else word[1:]
+    return word
+
+
 def documented_commands() -> list[tuple[str, str, tuple[str, ...]]]:
     found = {}
     for doc in DOCS:
