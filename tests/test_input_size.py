@@ -65,3 +65,9 @@ def test_check_errors_are_one_line() -> None:
         with pytest.raises(ValueError) as info:
             zoo.check_input_size(*args)
         assert "\n" not in str(info.value)
+
+
+def test_fixed_size_model_refuses_larger_inputs() -> None:
+    zoo.check_input_size("lenet5", (1, 28, 28))
+    with pytest.raises(ValueError, match="lenet5 reads images up to 32x32 pixels, got 33x32"):
+        zoo.check_input_size("lenet5", (1, 33, 32))

@@ -6,11 +6,13 @@ every family (``zoo.models``), and ``create_model`` builds through the registry,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 import zoo.models  # noqa: F401  (registers every family)
+from zoo.models.base import FeatureNet
 from zoo.pretrained import list_tags, load_pretrained
 from zoo.registry import build_model, get_model_entry, model_names, num_params
 
@@ -32,6 +34,8 @@ def create_model(
     pretrained: bool | str = False,
     num_classes: int | None = None,
     in_chans: int | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -39,11 +43,17 @@ def create_model(
     ``num_classes``/``in_chans`` default to the builder's own defaults. ``pretrained`` is
     ``False``, ``True`` (the model's default tag), a tag name, a local path or a URL; the weights
     are adapted to ``in_chans``/``num_classes`` when those differ from the checkpoint.
+
+    ``features_only=True`` returns a ``FeatureNet``: the model without its head, whose forward
+    gives the feature maps of ``model.feature_info`` at ``out_indices`` (all by default; an int
+    takes the last n, negative indices count from the end), described by its ``feature_info``.
     """
+    if out_indices is not None and not features_only:
+        raise TypeError(f"{name}(): out_indices selects features: pass features_only=True too")
     model = build_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if pretrained:
         load_pretrained(model, name, pretrained)
-    return model
+    return FeatureNet(model, out_indices) if features_only else model
 
 
 def model_info(name: str) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class ModelCfg:
     input_size: tuple[int, int, int]
     num_classes: int
     min_input_size: tuple[int, int, int] | None = None
+    fixed_input_size: bool = False  # True: larger inputs are refused (timm's field)
     first_conv: str = "conv1"
     classifier: str | tuple[str, ...] = "fc"
     mean: tuple[float, ...] | None = None
@@ -264,7 +265,8 @@ def num_params(name: str, **kwargs: Any) -> int:
 
 
 def check_input_size(model_or_name: nn.Module | str, input_size: Sequence[int]) -> None:
-    """``ValueError`` (one line) if a (C, H, W) input is smaller than the model accepts.
+    """``ValueError`` (one line) if a (C, H, W) input is smaller than the model accepts (or,
+    for a model with a fixed input size, larger).
 
     With a model built by ``create_model`` the channels are checked against its first convolution
     too; with a name only the height and width (``create_model`` adapts ``in_chans``).
@@ -291,6 +293,11 @@ def check_input_size(model_or_name: nn.Module | str, input_size: Sequence[int]) 
                 f"{name} reads {weight.shape[1]}-channel images, the input has {c} channels: "
                 f"build it with in_chans={c}"
             )
+    if cfg.fixed_input_size and (h > cfg.input_size[1] or w > cfg.input_size[2]):
+        raise ValueError(
+            f"{name} reads images up to {cfg.input_size[1]}x{cfg.input_size[2]} pixels, got "
+            f"{h}x{w}: resize the images (data.image_size) or pick a model for larger images"
+        )
     if cfg.min_input_size is not None:
         _, min_h, min_w = cfg.min_input_size
         if h < min_h or w < min_w:

@@ -13,10 +13,18 @@ adaptive pool and 1024-wide FC layers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import (
+    ZooModel,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+    stack_feature_info,
+)
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
 
 PAPER = (
@@ -26,7 +34,12 @@ PAPER = (
 
 
 class AlexNet(ZooModel):
-    """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision."""
+    """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision.
+
+    Features: the activation before each pool (strides 4, 8, 16 at 224 px) and the last pool (32).
+    """
+
+    head_modules = ("avgpool", "classifier")
 
     def __init__(
         self,
@@ -38,6 +51,7 @@ class AlexNet(ZooModel):
     ) -> None:
         super().__init__()
         self.features = features
+        self.feature_info = stack_feature_info(features, "features")
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.num_features = hidden
         self.num_classes = num_classes
@@ -53,6 +67,10 @@ class AlexNet(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)

@@ -36,7 +36,7 @@ released code reproduces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +215,14 @@ class CliqueNet(ZooModel):
 
     ``forward_features`` returns the concatenated pooled block features (the multi-scale
     representation); ``forward_head`` applies dropout-free FC.
+
+    Features, two per block (``feature_info``'s ``output``): the block feature {X0, Stage-II}
+    that the classifier path reads, then the transit feature (Stage-II) that the transition reads,
+    at strides 1, 2, 4 (CIFAR) or 4, 8, 16, 32 (ImageNet). ``stages`` "I+II" reads {X0, Stage-I},
+    "I+I" also transits Stage-I.
     """
+
+    head_modules = ("compress", "head_norms", "fc")
 
     def __init__(
         self,
@@ -255,7 +262,14 @@ class CliqueNet(ZooModel):
         self.head_norms = nn.ModuleList()
         channels = stem_channels
         head_features = 0
+        reduction = 1 if stem == "cifar" else 4
+        self.feature_info = []
         for b, (k, n) in enumerate(zip(growth, layers, strict=True)):
+            self.feature_info += [
+                {"num_chs": c, "reduction": reduction, "module": f"blocks.{b}", "output": o}
+                for c, o in ((channels + n * k, "block_feature"), (n * k, "transit_feature"))
+            ]
+            reduction *= 2
             self.blocks.append(
                 CliqueBlock(
                     channels,
@@ -291,18 +305,39 @@ class CliqueNet(ZooModel):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _block(self, b: int, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b``'s block feature (to the classifier) and transit feature."""
+        stage1, stage2 = self.blocks[b](x0)
+        block_feature = torch.cat([x0, *(stage2 if self.stages == "II+II" else stage1)], 1)
+        return block_feature, torch.cat(stage1 if self.stages == "I+I" else stage2, 1)
+
+    def _pool(self, b: int, block_feature: torch.Tensor) -> torch.Tensor:
+        """[Compression], BN-ReLU and global pooling: block ``b``'s part of the representation."""
+        if len(self.compress):
+            block_feature = self.compress[b](block_feature)
+        return F.relu(self.head_norms[b](block_feature)).mean((2, 3))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         pooled = []
-        for b, block in enumerate(self.blocks):
-            stage1, stage2 = block(x)
-            block_feature = torch.cat([x, *(stage2 if self.stages == "II+II" else stage1)], 1)
-            if len(self.compress):
-                block_feature = self.compress[b](block_feature)
-            pooled.append(F.relu(self.head_norms[b](block_feature)).mean((2, 3)))
+        for b in range(len(self.blocks)):
+            block_feature, transit_feature = self._block(b, x)
+            pooled.append(self._pool(b, block_feature))
             if b < len(self.transitions):
-                x = self.transitions[b](torch.cat(stage1 if self.stages == "I+I" else stage2, 1))
+                x = self.transitions[b](transit_feature)
         return torch.cat(pooled, 1)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.stem(x)
+        block_features = []
+        for b in range(len(self.blocks)):
+            block_feature, transit_feature = self._block(b, x)
+            yield block_feature
+            yield transit_feature
+            block_features.append(block_feature)
+            if b < len(self.transitions):
+                x = self.transitions[b](transit_feature)
+        yield torch.cat([self._pool(b, f) for b, f in enumerate(block_features)], 1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)

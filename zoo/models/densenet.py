@@ -17,7 +17,7 @@ arXiv:1608.06993.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import ZooModel, feature_modules, iter_stack, make_linear_head
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = "Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv:1608.06993)"
@@ -188,10 +188,12 @@ class DenseNet(ZooModel):
     """DenseNet with an ImageNet stem (7×7/2 + BN-ReLU + max pool) or a CIFAR 3×3 stem.
 
     ``features`` holds conv0[-norm0-relu0-pool0], denseblock{i}, transition{i} and norm5, exactly as
-    torchvision names them.
+    torchvision names them. Features: the stem and every dense block's output, the last after
+    norm5 (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
     """
 
     classifier_name = "classifier"
+    head_modules = ("classifier",)
 
     def __init__(
         self,
@@ -208,7 +210,13 @@ class DenseNet(ZooModel):
     ) -> None:
         super().__init__()
         features = nn.Sequential()
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        stem_tap = "features.relu0" if imagenet else "features.conv0"
+        self.feature_info = [
+            {"num_chs": num_init_features, "reduction": 2 if imagenet else 1, "module": stem_tap}
+        ]
+        reduction = 4 if imagenet else 1
+        if imagenet:
             features.add_module(
                 "conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)
             )
@@ -229,7 +237,13 @@ class DenseNet(ZooModel):
             )
             features.add_module(f"denseblock{i + 1}", block)
             channels += num_layers * growth_rate
-            if i != len(block_config) - 1:
+            last = i == len(block_config) - 1
+            module = "features.norm5" if last else f"features.denseblock{i + 1}"
+            self.feature_info.append(
+                {"num_chs": channels, "reduction": reduction, "module": module}
+            )
+            reduction *= 2
+            if not last:
                 out_channels = int(channels * compression)
                 trans_drop = drop_rate if cifar else 0.0
                 transition = Transition(channels, out_channels, trans_drop, memory_efficient)
@@ -252,6 +266,10 @@ class DenseNet(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(F.relu(x), (1, 1)).flatten(1)

@@ -20,11 +20,13 @@ and backward NFE (the paper's Fig. 3c/3d), ``reset_step_stats()`` zeroes them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import ZooModel, feature_modules, iter_stack, make_linear_head
 from zoo.registry import ModelCfg, PaperNumbers, register_model
 
 PAPER = "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018, arXiv:1806.07366)"
@@ -142,7 +144,12 @@ class ResBlock(nn.Module):
 
 
 class ODENet(ZooModel):
-    """Downsampler, feature stage (an ODE block or residual blocks), GN-ReLU-pool-FC head."""
+    """Downsampler, feature stage (an ODE block or residual blocks), GN-ReLU-pool-FC head.
+
+    Features: the downsampler at strides 1 and 2, and the feature stage's output (stride 4).
+    """
+
+    head_modules = ("norm", "fc")
 
     def __init__(
         self, feature: str = "ode", num_classes: int = 10, in_chans: int = 1, **ode_options
@@ -159,6 +166,7 @@ class ODENet(ZooModel):
                 nn.Conv2d(WIDTH, WIDTH, 4, 2, 1),
             )
             self.features: nn.Module = ODEBlock(ODEFunc(WIDTH), **ode_options)
+            taps = ("downsampling.2", "downsampling.5")
         else:
             self.downsampling = nn.Sequential(
                 nn.Conv2d(in_chans, WIDTH, 3, 1),
@@ -166,6 +174,11 @@ class ODENet(ZooModel):
                 ResBlock(WIDTH, WIDTH, 2),
             )
             self.features = nn.Sequential(*[ResBlock(WIDTH, WIDTH) for _ in range(6)])
+            taps = ("downsampling.0", "downsampling.1")
+        self.feature_info = [
+            {"num_chs": WIDTH, "reduction": r, "module": m}
+            for m, r in [(taps[0], 1), (taps[1], 2), ("features", 4)]
+        ]
         self.norm = group_norm(WIDTH)
         self.relu = nn.ReLU(inplace=True)
         self.num_features = WIDTH
@@ -174,6 +187,13 @@ class ODENet(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.downsampling(x))
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        taps = feature_modules(self.feature_info)
+        x = yield from iter_stack(self.downsampling, x, taps, "downsampling")
+        x = self.features(x)
+        yield x
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.relu(self.norm(x)).mean((2, 3))

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,8 +118,11 @@ class ResNet(ZooModel):
     """A ResNet with an ImageNet stem (7×7/2 + max pool) or a CIFAR stem (3×3/1).
 
     ``layers[i]`` blocks at ``widths[i]`` channels; every stage after the first halves the size.
-    Attribute names (conv1, bn1, layer1…, fc) are torchvision's.
+    Attribute names (conv1, bn1, layer1…, fc) are torchvision's. Features: the stem's activation
+    and every stage's output (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
     """
+
+    head_modules = ("avgpool", "fc")
 
     def __init__(
         self,
@@ -148,6 +151,18 @@ class ResNet(ZooModel):
             stage = self._make_layer(block, width, n, stride=1 if i == 0 else 2, shortcut=shortcut)
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(layers)
+        reduction = 2 if stem == "imagenet" else 1
+        self.feature_info = [{"num_chs": widths[0], "reduction": reduction, "module": "relu"}]
+        reduction *= 2 if stem == "imagenet" else 1  # the max pool
+        for i, width in enumerate(widths):
+            reduction *= 1 if i == 0 else 2
+            self.feature_info.append(
+                {
+                    "num_chs": width * block.expansion,
+                    "reduction": reduction,
+                    "module": f"layer{i + 1}",
+                }
+            )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = widths[-1] * block.expansion
         self.num_classes = num_classes
@@ -185,6 +200,15 @@ class ResNet(ZooModel):
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
         return x
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.relu(self.bn1(self.conv1(x)))
+        yield x
+        x = self.maxpool(x)
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+            yield x
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)

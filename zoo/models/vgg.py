@@ -13,10 +13,18 @@ head is one 512→classes linear layer after global pooling.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import (
+    ZooModel,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+    stack_feature_info,
+)
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = (
@@ -71,7 +79,13 @@ def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool, ceil_mode
 
 
 class VGG(ZooModel):
-    """``features``, ``avgpool``, ``classifier`` as in torchvision; ``small_head`` for 32 px."""
+    """``features``, ``avgpool``, ``classifier`` as in torchvision; ``small_head`` for 32 px.
+
+    Features: each stage's activation before its pool (strides 1, 2, 4, 8, 16) and the last pool
+    (stride 32).
+    """
+
+    head_modules = ("avgpool", "classifier")
 
     def __init__(
         self,
@@ -82,6 +96,7 @@ class VGG(ZooModel):
     ) -> None:
         super().__init__()
         self.features = features
+        self.feature_info = stack_feature_info(features, "features")
         self.num_classes = num_classes
         self.small_head = small_head
         if small_head:
@@ -113,6 +128,10 @@ class VGG(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
