@@ -31,13 +31,7 @@ def documented_commands() -> list[tuple[str, str, tuple[str, ...]]]:
             if "..." in args:  # an elided command in prose
                 continue
             words = shlex.split(args.replace("\\", " ")) if args.strip() else []
-            words = tuple(
-                w[1:-1]
-                if w.startswith("[") and w.endswith("]") and "=" in w
-                else w  # [optional=args]
-                for w in words
-                if w not in ("-m", "--multirun")
-            )
+            words = tuple(_optional(w) for w in words if w not in ("-m", "--multirun"))
             if any(w.startswith(SKIP) for w in words):
                 continue
             found[(script, words)] = doc.name

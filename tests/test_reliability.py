@@ -194,3 +194,8 @@ def test_nan_loss_says_whether_a_checkpoint_exists(tmp_path: Path) -> None:
 def test_results_json_is_valid_after_resume(tmp_path: Path) -> None:
     results = _crash_then_resume(tmp_path, 14, [])
     assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_an_input_too_small_for_the_model_names_the_smallest_size(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="densenet121 needs inputs of at least"):
+        run_train(tmp_path, [*SYNTHETIC_TINY, "model=densenet121", "data.image_size=16"])

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from zoo.complexity import count_macs
 from zoo.errors import UserError
 from zoo.io import atomic_write_bytes, atomic_write_json
-from zoo.registry import count_params
+from zoo.registry import check_input_size, count_params
 from zoo.runtime import configure_allocator, set_threads
 from zoo.training.callbacks import TestCurve
 from zoo.training.config_checks import check_train_config
@@ -105,6 +105,7 @@ def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
     adversarial = cfg.train.get("adversarial")
     distill = cfg.train.get("distill")
     try:
+        check_input_size(cfg.model.name, (dm.in_chans, *dm.image_size))
         return ZooClassifier(
             model_name=cfg.model.name,
             model_kwargs=kwargs,
