@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.pretrained import (
     adapt_input_conv,
     adapt_state_dict,
     convert_state_dict,
     list_tags,
-    model_from_checkpoint,
 )
 from zoo.tools.export import export
 
@@ -433,7 +433,7 @@ def test_not_a_weights_file_is_one_clear_line(tmp_path: Path, name: str) -> None
 def test_unreadable_sidecar_json_is_named(tmp_path: Path) -> None:
     save_file(zoo.create_model("lenet5").state_dict(), tmp_path / "w.safetensors")
     (tmp_path / "w.json").write_text('{"model": "lenet5", ')
-    with pytest.raises(UserError, match=r"w\.json is not a readable model description") as info:
+    with pytest.raises(UserError, match=r"w\.json is not readable JSON") as info:
         model_from_checkpoint(tmp_path / "w.safetensors")
     assert "\n" not in str(info.value)
 
@@ -443,7 +443,7 @@ def test_rebuilt_model_refuses_weights_that_do_not_match_their_description(tmp_p
     save_file(zoo.create_model("lenet5").state_dict(), tmp_path / "w.safetensors")
     meta = {"model": "lenet5", "model_kwargs": {"num_classes": 7, "in_chans": 1}}
     (tmp_path / "w.json").write_text(json.dumps(meta))
-    with pytest.raises(UserError, match=r"does not match its own model description.*fc\.weight"):
+    with pytest.raises(UserError, match=r"own config describes.*fc\.weight"):
         model_from_checkpoint(tmp_path / "w.safetensors")
 
 
