@@ -127,6 +127,11 @@ class CNF(nn.Module):
         ``times[0]``, with ℓ(times[0]) = 0 and dℓ/dt = −tr ∂f/∂z (zero if not ``log_density``)."""
         if tuple(z.shape[1:]) != self.shape:
             raise ValueError(f"expected samples (batch, *{self.shape}), got {tuple(z.shape)}")
+        if log_density and torch.is_inference_mode_enabled():
+            # The trace needs autograd, which inference mode (Lightning's evaluation) turns off
+            # for good: leave it, on a normal copy of z, still without a graph.
+            with torch.inference_mode(False), torch.no_grad():
+                return self.integrate(z.clone(), times.clone(), log_density)
         self.func.with_log_density = log_density
         if self.func.divergence == "hutchinson":
             self.func.probe = sample_probe(z, self.func.probe_kind)

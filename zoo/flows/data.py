@@ -89,6 +89,46 @@ TOY_DATASETS: dict[str, Callable[..., Points]] = {
 TOY_COMPONENTS = {"moons": 2, "circles": 2, "8gaussians": 8, "pinwheel": 5}
 
 
+def _mixture_log_prob(
+    x: torch.Tensor, centres: torch.Tensor, std: float, chunk: int = 1024
+) -> torch.Tensor:
+    """log of the equal-weight mixture of N(centre_j, std²·I) in 2-D, at every x_i."""
+    out = []
+    for part in x.split(chunk):
+        sq = part.square().sum(1, keepdim=True) + centres.square().sum(1) - 2 * part @ centres.T
+        out.append((-0.5 * sq.clamp_min(0) / std**2).logsumexp(1))
+    return torch.cat(out) - math.log(2 * math.pi * std**2) - math.log(len(centres))
+
+
+def toy_log_prob(
+    dataset: str, x: torch.Tensor, options: dict | None = None, nodes: int = 1024
+) -> torch.Tensor | None:
+    """The data density's own log p(x) (float64), where it has a closed form or a 1-D integral:
+    8gaussians exactly, moons and circles by quadrature over the angle with ``nodes`` points
+    (spacing far below the noise); None for pinwheel. Its mean −log p on a test set is the best
+    negative log-likelihood a model can reach there in expectation (the data's entropy)."""
+    opts = dict(options or {})
+    x = x.double()
+    theta = (torch.arange(nodes, dtype=torch.float64) + 0.5) / nodes
+    if dataset == "8gaussians":
+        std, radius = opts.get("std", 0.5), opts.get("radius", 4.0)
+        angle = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
+        centres = radius * torch.stack([angle.cos(), angle.sin()], 1) / 1.414
+        return _mixture_log_prob(x, centres, std / 1.414)
+    if dataset == "moons":
+        noise, angle = opts.get("noise", 0.1), theta * math.pi
+        outer = torch.stack([angle.cos(), angle.sin()], 1)
+        inner = torch.stack([1 - angle.cos(), 0.5 - angle.sin()], 1)
+        curve = 2 * torch.cat([outer, inner]) + torch.tensor([-1.0, -0.2], dtype=torch.float64)
+        return _mixture_log_prob(x, curve, 2 * noise)
+    if dataset == "circles":
+        noise, factor = opts.get("noise", 0.08), opts.get("factor", 0.5)
+        scale, angle = opts.get("scale", 3.0), theta * 2 * math.pi
+        ring = torch.stack([angle.cos(), angle.sin()], 1)
+        return _mixture_log_prob(x, scale * torch.cat([ring, factor * ring]), scale * noise)
+    return None
+
+
 def toy_sample(
     dataset: str, n: int, seed: int = 0, options: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,6 +211,8 @@ class Toy2dDataModule(pl.LightningDataModule):
         toy_sample(dataset, 1, 0, self.options)  # bad options fail here, before training
         self.val_set = toy_sample(dataset, num_val, 1_000_000 + seed, self.options)
         self.test_set = toy_sample(dataset, num_test, 2_000_000 + seed, self.options)
+        true_log_p = toy_log_prob(dataset, self.test_set[0], self.options)
+        self.data_test_nll = None if true_log_p is None else -float(true_log_p.mean())
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n fresh points of the data density (plots)."""
@@ -205,6 +247,7 @@ class Toy2dDataModule(pl.LightningDataModule):
             "train_per_epoch": self.batch_size * self.batches_per_epoch,
             "val": self.num_val,
             "test": self.num_test,
+            "test_nll_of_data_density": self.data_test_nll,  # the best NLL a model can expect
         }
 
 
