@@ -211,8 +211,15 @@ class Toy2dDataModule(pl.LightningDataModule):
         toy_sample(dataset, 1, 0, self.options)  # bad options fail here, before training
         self.val_set = toy_sample(dataset, num_val, 1_000_000 + seed, self.options)
         self.test_set = toy_sample(dataset, num_test, 2_000_000 + seed, self.options)
-        true_log_p = toy_log_prob(dataset, self.test_set[0], self.options)
-        self.data_test_nll = None if true_log_p is None else -float(true_log_p.mean())
+        self.data_nll = {split: self._data_nll(points[0]) for split, points in self._fixed_sets()}
+
+    def _fixed_sets(self) -> tuple[tuple[str, Points], ...]:
+        return (("val", self.val_set), ("test", self.test_set))
+
+    def _data_nll(self, x: torch.Tensor) -> float | None:
+        """Mean −log p of the data density itself on ``x`` (None where it is not known)."""
+        log_p = toy_log_prob(self.dataset, x, self.options)
+        return None if log_p is None else -float(log_p.mean())
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n fresh points of the data density (plots)."""
@@ -247,7 +254,9 @@ class Toy2dDataModule(pl.LightningDataModule):
             "train_per_epoch": self.batch_size * self.batches_per_epoch,
             "val": self.num_val,
             "test": self.num_test,
-            "test_nll_of_data_density": self.data_test_nll,  # the best NLL a model can expect
+            # the data density's own NLL on these points: what a perfect model would score
+            "val_nll_of_data_density": self.data_nll["val"],
+            "test_nll_of_data_density": self.data_nll["test"],
         }
 
 
