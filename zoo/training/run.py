@@ -28,7 +28,7 @@ from zoo.training.callbacks import TestCurve
 from zoo.training.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
 from zoo.training.debug import set_dropout
-from zoo.training.instantiate import build_all
+from zoo.training.instantiate import build, build_all
 from zoo.training.loggers import ResumableCSVLogger
 from zoo.training.module import ZooClassifier
 from zoo.training.rundir import check_run_dir, run_lock
@@ -99,7 +99,19 @@ def build_datamodule(data_cfg: DictConfig, seed: int) -> pl.LightningDataModule:
     return dm
 
 
-def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> ZooClassifier:
+def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModule:
+    if cfg.get("lightning_module"):  # a module of its own (e.g. zoo.flows) instead of a classifier
+        return build(
+            cfg.lightning_module,
+            "lightning_module",
+            data=dm.describe(),
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            seed=cfg.seed,
+            budget_s=cfg.train.get("budget_s"),
+            _recursive_=False,  # optim/scheduler are specs the module builds, plain dicts
+            _convert_="all",
+        )
     kwargs = model_kwargs_from_cfg(cfg.model, dm.num_classes, dm.in_chans)
     kwargs = set_dropout(cfg.model.name, kwargs, cfg.train.get("dropout"))
     adversarial = cfg.train.get("adversarial")
@@ -260,21 +272,30 @@ def collect_results(
 ) -> dict[str, Any]:
     best_val = trainer.checkpoint_callback.best_model_score
     data_info = dm.describe()
+    classifier = isinstance(module, ZooClassifier)
+    if classifier:
+        metrics = {
+            "best_val_acc1": float(best_val) if best_val is not None else None,
+            "test_acc1": test_metrics.get("test/acc1"),
+            "test_acc5": test_metrics.get("test/acc5"),
+            "test_loss": test_metrics.get("test/loss"),
+        }
+    else:  # a lightning_module of its own (e.g. zoo.flows) reports its own metrics
+        monitor = trainer.checkpoint_callback.monitor.replace("/", "_")
+        metrics = {f"best_{monitor}": float(best_val) if best_val is not None else None}
+        metrics.update(module.results(test_metrics))
     results: dict[str, Any] = {
-        "model": cfg.model.name,
+        "model": module.hparams.model_name,
         "dataset": data_info["name"],
         "model_kwargs": module.hparams.model_kwargs,
         "num_params": count_params(module.model),
-        "macs": count_macs(module.model, (dm.in_chans, *dm.image_size)),
+        "macs": count_macs(module.model, (dm.in_chans, *dm.image_size)) if classifier else None,
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
         "wall_time_s": round(clock["elapsed_s"], 2),
         "images_seen": clock["images"],
         "budget_s": clock["budget_s"],
-        "best_val_acc1": float(best_val) if best_val is not None else None,
-        "test_acc1": test_metrics.get("test/acc1"),
-        "test_acc5": test_metrics.get("test/acc5"),
-        "test_loss": test_metrics.get("test/loss"),
+        **metrics,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path,
@@ -292,18 +313,31 @@ def print_summary(results: dict, out: Path) -> None:
         ("model", results["model"]),
         ("dataset", results["dataset"]),
         ("params", f"{results['num_params']:,}"),
-        ("MACs / image", f"{results['macs'] / 1e6:.2f} M"),
+        ("MACs / image", f"{results['macs'] / 1e6:.2f} M" if results["macs"] else "–"),
         ("epochs", f"{results['epochs']} ({results['images_seen']:,} images)"),
         ("wall time", f"{results['wall_time_s']:.1f} s ({results['threads']} threads{budget})"),
-        ("best val top-1", _pct(results["best_val_acc1"])),
-        ("test top-1", _pct(results["test_acc1"])),
-        ("test top-5", _pct(results["test_acc5"])),
-        ("test loss", f"{results['test_loss']:.4f}" if results["test_loss"] is not None else "–"),
-        ("run dir", str(out)),
     ]
+    if "test_acc1" in results:
+        rows += [
+            ("best val top-1", _pct(results["best_val_acc1"])),
+            ("test top-1", _pct(results["test_acc1"])),
+            ("test top-5", _pct(results["test_acc5"])),
+            ("test loss", _num(results["test_loss"])),
+        ]
+    else:  # a lightning_module of its own: its best-validation and test numbers
+        rows += [
+            (k, _num(v))
+            for k, v in results.items()
+            if k.startswith(("best_val", "test_")) and (v is None or isinstance(v, (int, float)))
+        ]
+    rows.append(("run dir", str(out)))
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows) + "\n", flush=True)
 
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
