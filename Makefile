@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet weights bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -53,6 +53,11 @@ train: setup
 bench-cliquenet: setup
 	$(PY) -m zoo.bench.cliquenet --out docs/cliquenet_bench.json
 
+# Training efficiency of every small-input family and the allocator policy, side by side
+# (docs/performance.md's efficiency table; about 20 min on 2 cores).
+bench-efficiency: setup
+	$(PY) -m zoo.bench.efficiency --doc docs/performance.md
+
 # Our Fashion-MNIST weights under weights/ (the commands recorded in each weights/*.json).
 weights: setup
 	$(PY) train.py model=lenet5 threads=1 hydra.run.dir=runs/weights/lenet5
@@ -61,6 +66,15 @@ weights: setup
 	$(PY) train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20"
+
+# Our CliqueNet Fashion-MNIST weights (about 30 min per epoch here): rerun the target to resume an
+# interrupted run from its last checkpoint; the export runs when the 30 epochs are done.
+CLIQUE_RUN := runs/weights/cliquenet
+weights-cliquenet: setup
+	$(PY) train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) \
+		$$(test -f $(CLIQUE_RUN)/checkpoints/last.ckpt && echo ckpt_path=last)
+	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
+		--command "python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN)"
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
@@ -72,6 +86,21 @@ bench-odenet: setup
 compare: setup
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/**/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare
+
+# Every small-input family trained on Fashion-MNIST with one recipe and the same 15-minute budget
+# (experiment=budget_fmnist), then the comparison table with their accuracy (docs/comparison.md).
+# About 2 h 20 min on 2 cores; rerun to resume: finished models are skipped, an interrupted one
+# continues from its last checkpoint.
+BUDGET_MODELS := lenet5 alexnet_cifar vgg11_bn_cifar googlenet_cifar resnet20 resnet20_noshort \
+	densenet_bc100_k12 cliquenet_k36_t12_ac odenet_mnist
+compare-budget: setup
+	@for m in $(BUDGET_MODELS); do \
+		d=runs/budget/$$m; test -f $$d/results.json && continue; \
+		$(PY) train.py experiment=budget_fmnist model=$$m threads=2 hydra.run.dir=$$d \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last) || exit 1; \
+	done
+	$(PY) evaluate.py task=compare threads=2 "runs=[runs/budget/*/results.json]" output_dir=docs \
+		hydra.run.dir=runs/evaluate/compare-budget
 
 # Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2

@@ -1,7 +1,7 @@
 """Train any zoo model: ``python train.py model=cliquenet`` (configs in conf/train.yaml)."""
 
 from zoo.cli import run
-from zoo.training.run import train
+from zoo.studies import train_or_study
 
 if __name__ == "__main__":
-    run(train, "train")
+    run(train_or_study, "train")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import SYNTHETIC_TINY, compose, run_train
+from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
 from zoo import attacks, stats
@@ -430,7 +430,7 @@ def test_adversarial_training_option(tmp_path: Path) -> None:
 
 
 def test_shortcut_study_end_to_end(tmp_path: Path) -> None:
-    from zoo.training.run import train
+    from zoo.studies import train_or_study as train
 
     overrides = [
         "experiment=shortcut_landscape",

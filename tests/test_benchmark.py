@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 import torchvision
+from helpers import compose
 from torch import nn
 
 import zoo
-from zoo.cli import CONF_DIR
 from zoo.errors import UserError
 from zoo.evaluation.benchmark import benchmark, run
 from zoo.fast import PointwiseConv2d, SamePaddedConv2d, count_rewritten, optimize, to_fast_input
@@ -118,22 +117,21 @@ def test_memory_efficient_variant_lowers_peak_memory() -> None:
 
 
 def test_benchmark_task_writes_json_and_markdown(tmp_path: Path) -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose(
-            "evaluate",
-            overrides=[
-                "task=benchmark",
-                "models=[resnet18]",
-                "against=timm",
-                "task.input_size=[3,32,32]",
-                "task.batch=2",
-                "task.num_classes=10",
-                "task.warmup=0",
-                "task.repeats=1",
-                "task.memory=false",
-                f"output_dir={tmp_path}",
-            ],
-        )
+    cfg = compose(
+        [
+            "task=benchmark",
+            "models=[resnet18]",
+            "against=timm",
+            "task.input_size=[3,32,32]",
+            "task.batch=2",
+            "task.num_classes=10",
+            "task.warmup=0",
+            "task.repeats=1",
+            "task.memory=false",
+            f"output_dir={tmp_path}",
+        ],
+        "evaluate",
+    )
     run(cfg)
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["against"] == "timm" and saved["threads"] == torch.get_num_threads()
@@ -159,7 +157,7 @@ def test_benchmark_bad_input(models, against, variants, message) -> None:
 
 
 def test_test_curve_records_time_to_accuracy(tmp_path: Path) -> None:
-    from test_train import SYNTHETIC_TINY, run_train
+    from helpers import SYNTHETIC_TINY, run_train
 
     results = run_train(
         tmp_path,

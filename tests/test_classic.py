@@ -37,13 +37,8 @@ DENSENET_CIFAR_PAPER_M = {
     "densenet_bc250_k24": 15.3,
     "densenet_bc190_k40": 25.6,
 }
-TORCHVISION_SHARED = [
-    "alexnet",
-    *[f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")],
-    "googlenet",
-    *[f"resnet{d}" for d in (18, 34, 50, 101, 152)],
-    *[f"densenet{d}" for d in (121, 161, 169, 201)],
-]
+# The models whose record names a torchvision twin.
+TORCHVISION_SHARED = [n for n in zoo.list_models() if zoo.model_info(n)["torchvision"]]
 # These go through a real file and create_model(pretrained=path); the rest load in memory.
 FILE_ROUND_TRIP = {"alexnet", "vgg11_bn", "googlenet", "resnet18", "densenet121"}
 
@@ -101,7 +96,8 @@ def test_torchvision_parity(name: str, tmp_path) -> None:
     """Same keys, shapes and eval logits as torchvision's model with random weights."""
     torch.manual_seed(0)
     kwargs = {"init_weights": True} if name == "googlenet" else {}
-    reference = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
+    twin = zoo.model_info(name)["torchvision"]
+    reference = getattr(torchvision.models, twin)(weights=None, **kwargs).eval()
     state = reference.state_dict()
     if name in FILE_ROUND_TRIP:
         path = tmp_path / f"{name}.pth"

@@ -11,24 +11,25 @@ import zoo
 from zoo.complexity import count_macs
 from zoo.models.cliquenet import CliqueBlock, CliqueNet, convert_official_state_dict
 
-# Yang et al., CIFAR and ImageNet tables (params in millions, as printed), and our exact counts.
-PAPER_COUNTS = {
-    "cliquenet_k36_t12": (0.94, 935_994),
-    "cliquenet_k64_t15": (4.49, 4_485_706),
-    "cliquenet_k80_t15": (6.94, 6_937_546),
-    "cliquenet_k80_t18": (10.14, 10_135_594),
-    "cliquenet_k36_t12_a": (0.98, 977_898),
-    "cliquenet_k36_t12_c": (1.04, 1_037_434),
-    "cliquenet_k36_t12_ac": (1.08, 1_079_338),
-    "cliquenet_k80_t15_ac": (8.0, 7_998_138),
-    "cliquenet_k12_t36": (1.05, 1_045_306),
-    "cliquenet_k24_t18": (0.99, 986_650),
-    "cliquenet_s0": (5.7, 5_703_728),
-    "cliquenet_s1": (7.96, 7_956_776),
-    "cliquenet_s2": (10.0, 10_003_756),
-    "cliquenet_s2_a": (11.0, 11_008_376),
-    "cliquenet_s3": (13.17, 13_170_904),
-    "cliquenet_s3_a": (14.38, 14_383_024),
+# Our exact counts (default options, 10/1000 classes); the papers' printed counts are the models'
+# records, compared in tests/test_model_data.py.
+EXACT_COUNTS = {
+    "cliquenet_k36_t12": 935_994,
+    "cliquenet_k64_t15": 4_485_706,
+    "cliquenet_k80_t15": 6_937_546,
+    "cliquenet_k80_t18": 10_135_594,
+    "cliquenet_k36_t12_a": 977_898,
+    "cliquenet_k36_t12_c": 1_037_434,
+    "cliquenet_k36_t12_ac": 1_079_338,
+    "cliquenet_k80_t15_ac": 7_998_138,
+    "cliquenet_k12_t36": 1_045_306,
+    "cliquenet_k24_t18": 986_650,
+    "cliquenet_s0": 5_703_728,
+    "cliquenet_s1": 7_956_776,
+    "cliquenet_s2": 10_003_756,
+    "cliquenet_s2_a": 11_008_376,
+    "cliquenet_s3": 13_170_904,
+    "cliquenet_s3_a": 14_383_024,
 }
 
 
@@ -180,18 +181,20 @@ def test_every_option_changes_the_output() -> None:
             assert not torch.allclose(outputs[a], outputs[b], atol=1e-4), (a, b)
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
+@pytest.mark.parametrize("name", sorted(EXACT_COUNTS))
 def test_parameter_counts_match_the_paper(name: str) -> None:
-    paper_millions, exact = PAPER_COUNTS[name]
+    paper = zoo.model_info(name)["paper_numbers"]
     n = zoo.model_info(name)["num_params"]
-    assert n == exact
-    digits = len(str(paper_millions).split(".")[1])
-    assert round(n / 1e6, digits) == pytest.approx(paper_millions)
+    assert n == EXACT_COUNTS[name]
+    digits = len(str(paper["params_m"]).split(".")[1])
+    assert round(n / 1e6, digits) == pytest.approx(paper["params_m"])
 
 
 def test_k150_t30_abc_uses_the_official_layout() -> None:
     # 5 nodes per block (T counts both convs of the bottleneck); the paper prints 10.02M.
-    assert zoo.model_info("cliquenet_k150_t30_abc")["num_params"] == 10_480_938
+    info = zoo.model_info("cliquenet_k150_t30_abc")
+    assert info["num_params"] == 10_480_938
+    assert info["paper_numbers"]["params_m"] == 10.02 and not info["paper_numbers"]["params_exact"]
 
 
 def test_macs_match_the_paper_flops() -> None:

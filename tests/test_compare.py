@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 from pathlib import Path
 
-import hydra
 import pytest
-from test_train import SYNTHETIC_TINY, run_train
+from helpers import SYNTHETIC_TINY, compose, run_train
 
-from zoo.cli import CONF_DIR
 from zoo.errors import UserError
-from zoo.evaluation.compare import COLUMNS, run
+from zoo.evaluation.compare import COLUMNS, collect_runs, run
 
 
 def _compose(tmp_path: Path, extra: list[str]):
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(
-            "evaluate",
-            overrides=[
-                "task=compare",
-                f"output_dir={tmp_path}",
-                "task.repeats=1",
-                "task.batch=4",
-                *extra,
-            ],
-        )
+    return compose(
+        [
+            "task=compare",
+            f"output_dir={tmp_path}",
+            "task.repeats=1",
+            "task.batch=4",
+            *extra,
+        ],
+        "evaluate",
+    )
 
 
 def test_compare_table_with_runs(tmp_path: Path) -> None:
@@ -79,3 +78,51 @@ def test_compare_rejects_unknown_model(tmp_path: Path) -> None:
 def test_compare_rejects_bad_input_size(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="task.input_sizes"):
         run(_compose(tmp_path, ["models=[lenet5]", "task.input_sizes=[[28,28]]"]))
+
+
+def test_damaged_results_json_is_skipped_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"model": "lenet5", "dataset": "mnist", "test_acc1": 0.9, "epochs": 2, "wall_time_s": 5}
+    texts = {
+        "good": json.dumps(good),
+        "cut": json.dumps(good)[:30],  # a write cut short
+        "list": "[1, 2]",
+        "old": json.dumps({k: v for k, v in good.items() if k != "wall_time_s"}),
+        "binary": "\udcff",
+    }
+    for name, text in texts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_bytes(text.encode(errors="surrogateescape"))
+    with caplog.at_level(logging.WARNING, logger="zoo.evaluation.compare"):
+        runs = collect_runs([f"{tmp_path}/*"])
+    assert runs == {("lenet5", "mnist"): [good]}
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    for name in ("cut", "list", "old", "binary"):
+        assert str(tmp_path / name / "results.json") in warned
+    assert "no wall_time_s" in warned
+
+
+def test_budgeted_runs_give_a_budget_column_and_accuracy_against_time(tmp_path: Path) -> None:
+    for name, budget in (("lenet5", 30), ("resnet20", 30)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        curve = [
+            {"epoch": 1, "seconds": 10.0, "test_acc1": 0.8},
+            {"epoch": 2, "seconds": 20.0, "test_acc1": 0.85},
+        ]
+        results = {
+            "model": name,
+            "dataset": "fashion_mnist",
+            "test_acc1": 0.85,
+            "epochs": 2,
+            "wall_time_s": 30.1,
+            "budget_s": budget,
+            "test_curve": curve,
+            "data": {"test": 10_000},
+        }
+        (run_dir / "results.json").write_text(json.dumps(results))
+    rows = run(_compose(tmp_path / "out", ["models=[lenet5,resnet20]", f"runs=[{tmp_path}/*]"]))
+    assert [r["budget (s)"] for r in rows] == ["30", "30"]
+    assert "| budget (s) |" in (tmp_path / "out" / "comparison.md").read_text()
+    assert (tmp_path / "out" / "comparison_curves.png").stat().st_size > 1000

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import SYNTHETIC_TINY, compose, run_train
+from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
 from zoo.analysis import corrections

@@ -8,14 +8,12 @@ import os
 import pickle
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fmnist
+from helpers import compose, needs_fmnist
 from hydra.utils import instantiate
 
-from zoo.cli import CONF_DIR
 from zoo.data import (
     BatchAugment,
     CIFAR10DataModule,
@@ -110,14 +108,61 @@ def test_truncated_idx_is_a_user_error(tmp_path: Path) -> None:
         MNISTDataModule(root=str(tmp_path), val_size=2).setup()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data,  # raw IDX bytes under a .gz name
+        lambda data: gzip.compress(data)[:-50],  # a download cut short
+        lambda data: gzip.compress(data[:10]),  # an intact gzip of a header cut short
+        lambda data: gzip.compress(data)[:20] + b"\0" * 200,  # a damaged deflate stream
+    ],
+    ids=["not-gzip", "truncated-gzip", "truncated-header", "corrupt-stream"],
+)
+def test_damaged_idx_file_is_a_user_error_naming_it(tmp_path: Path, damage) -> None:
+    arrays = write_idx_dataset(tmp_path, 10, 4, gz=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(damage(_idx_bytes(arrays["t10k-images-idx3-ubyte"])))
+    with pytest.raises(UserError, match=str(path)) as err:
+        MNISTDataModule(root=str(tmp_path), val_size=2).setup()
+    assert "\n" not in str(err.value)
+
+
+def test_idx_labels_must_match_the_images(tmp_path: Path) -> None:
+    write_idx_dataset(tmp_path, 10, 4, gz=False)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(_idx_bytes(np.full(9, 3)))  # one label short
+    with pytest.raises(UserError, match="expected N images and N labels"):
+        MNISTDataModule(root=str(tmp_path), val_size=2).setup()
+    labels.write_bytes(_idx_bytes(np.full(10, 12)))  # class 12 of 10
+    with pytest.raises(UserError, match="labels run from 12 to 12 but the data has 10 classes"):
+        MNISTDataModule(root=str(tmp_path), val_size=2).setup()
+
+
+def test_idx_root_is_used_or_fails_never_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_idx_dataset(tmp_path / "debian", 10, 4, gz=True)
+    monkeypatch.setattr(FashionMNISTDataModule, "default_dirs", (tmp_path / "debian",))
+    FashionMNISTDataModule(val_size=2).setup()  # no root: the system copy
+    with pytest.raises(UserError) as err:
+        FashionMNISTDataModule(root=str(tmp_path / "mine"), val_size=2).setup()
+    message = str(err.value)
+    assert f"data.root={tmp_path / 'mine'}" in message and "download" in message
+    assert str(tmp_path / "debian") not in message and "\n" not in message
+    write_idx_dataset(tmp_path / "mine", 12, 4, gz=False, seed=1)
+    mine = FashionMNISTDataModule(root=str(tmp_path / "mine"), val_size=2)
+    mine.setup()
+    assert mine.describe()["train"] == 10  # 12 - 2: the user's files, not the system's 10 - 2
+
+
 def test_missing_idx_names_where_it_looked_and_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(FashionMNISTDataModule, "default_dirs", (tmp_path / "debian",))
     with pytest.raises(UserError) as err:
-        FashionMNISTDataModule(root=str(tmp_path / "mine")).setup()
+        FashionMNISTDataModule().setup()
     message = str(err.value)
-    for text in (str(tmp_path / "mine"), str(tmp_path / "debian"), "apt-get install", "download"):
+    for text in (str(tmp_path / "debian"), "apt-get install", "data.root", "download"):
         assert text in message
     assert "\n" not in message
 
@@ -138,15 +183,20 @@ def test_cifar10_and_cifar100_python_batches(tmp_path: Path) -> None:
     files10 = {f"data_batch_{i}": 6 for i in range(1, 6)} | {"test_batch": 4}
     _write_cifar(tmp_path / "cifar-10-batches-py", files10, "labels", 10)
     _write_cifar(tmp_path / "cifar-100-python", {"train": 20, "test": 5}, "fine_labels", 100)
+    names = [f"class{i}".encode() for i in range(10)]
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_vis": 3072}, f)
     c10 = CIFAR10DataModule(root=str(tmp_path), val_size=5, crop_padding=4, hflip=True)
     c10.setup()
     assert (c10.in_chans, c10.image_size, c10.num_classes) == (3, (32, 32), 10)
+    assert c10.classes == [n.decode() for n in names]  # from the meta file
     assert c10.describe()["train"] == 25 and c10.describe()["test"] == 4
     raw = load_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch")["data"]
     assert torch.equal(c10.test_x, torch.from_numpy(raw.reshape(-1, 3, 32, 32)))
     c100 = CIFAR100DataModule(root=str(tmp_path), val_size=0.2)
     c100.setup()
     assert c100.num_classes == 100 and c100.describe()["val"] == 4
+    assert c100.classes == []  # no meta file: figures fall back to label numbers
     batches = list(c10.train_dataloader())  # batch 128 > 25 images: one smaller batch, not none
     assert len(batches) == 1 and batches[0][0].shape == (25, 3, 32, 32)
     c10.batch_size = 8
@@ -162,9 +212,30 @@ def test_cifar_pickle_cannot_run_code(tmp_path: Path) -> None:
 
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps({b"data": Evil()}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(UserError, match="refusing to load"):
         load_cifar_batch(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [
+        ("data_batch_3", lambda data: data[: len(data) // 2]),  # a copy cut short
+        ("test_batch", lambda data: b"<html>Not Found</html>"),  # an error page saved instead
+        ("data_batch_1", lambda data: pickle.dumps({b"labels": [1, 2]})),  # no images
+        ("data_batch_2", lambda data: pickle.dumps({b"data": b"\0" * 3072, b"labels": [1, 2]})),
+    ],
+    ids=["truncated", "text", "no-data", "count-mismatch"],
+)
+def test_damaged_cifar_batch_is_a_user_error_naming_it(tmp_path: Path, file: str, damage) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(
+        folder, {f"data_batch_{i}": 4 for i in range(1, 6)} | {"test_batch": 4}, "labels", 10
+    )
+    (folder / file).write_bytes(damage((folder / file).read_bytes()))
+    with pytest.raises(UserError, match=str(folder / file)) as err:
+        CIFAR10DataModule(root=str(tmp_path), val_size=2).setup()
+    assert "\n" not in str(err.value)
 
 
 def test_imagefolder_tree(tmp_path: Path) -> None:
@@ -188,6 +259,51 @@ def test_imagefolder_tree(tmp_path: Path) -> None:
     assert grey.in_chans == 1
     with pytest.raises(UserError, match="train/ and test/"):
         ImageFolderDataModule(root=str(tmp_path / "train")).setup()
+
+
+def _image_tree(root: Path, classes: dict[str, dict[str, int]]) -> None:
+    from PIL import Image
+
+    for split, counts in classes.items():
+        for cls, n in counts.items():
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(root / split / cls / f"{i}.png")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # a copy cut short
+        lambda data: b"not an image at all",
+        lambda data: data[:16] + bytes(len(data) - 16),  # header kept, chunks zeroed
+    ],
+    ids=["truncated", "text", "corrupt"],
+)
+def test_damaged_image_is_a_user_error_naming_it(tmp_path: Path, damage) -> None:
+    _image_tree(tmp_path, {"train": {"a": 3, "b": 3}, "test": {"a": 1, "b": 1}})
+    bad = tmp_path / "train" / "b" / "1.png"
+    bad.write_bytes(damage(bad.read_bytes()))
+    with pytest.raises(UserError, match=str(bad)) as err:
+        ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1).setup()
+    assert "\n" not in str(err.value)
+
+
+def test_imagefolder_classes_come_from_train_and_each_has_images(tmp_path: Path) -> None:
+    """An empty training class or a class only in test/ is an error, not a silent 0 %% class."""
+    _image_tree(tmp_path, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    (tmp_path / "train" / "c").mkdir()
+    with pytest.raises(UserError, match=f"{tmp_path / 'train' / 'c'} has no images"):
+        ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1).setup()
+    (tmp_path / "train" / "c").rmdir()
+    (tmp_path / "test" / "d").mkdir()
+    with pytest.raises(UserError, match="has class folder.s. d that .*train lacks"):
+        ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1).setup()
+    (tmp_path / "test" / "d").rmdir()
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1)
+    dm.setup()
+    assert dm.classes == ["a", "b"] and dm.describe()["test"] == 2
 
 
 def _loader(x: torch.Tensor, augment: BatchAugment, **kwargs) -> InMemoryLoader:
@@ -252,17 +368,16 @@ def test_ddp_shards_are_disjoint() -> None:
 
 
 def test_synthetic_data_is_learnable_and_configurable() -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose(
-            "train",
-            overrides=[
-                "data=synthetic",
-                "data.image_size=20",
-                "data.in_chans=2",
-                "data.num_classes=4",
-                "data.num_samples=400",
-            ],
-        )
+    cfg = compose(
+        [
+            "data=synthetic",
+            "data.image_size=20",
+            "data.in_chans=2",
+            "data.num_classes=4",
+            "data.num_samples=400",
+        ],
+        "train",
+    )
     dm = instantiate(cfg.data)
     assert isinstance(dm, SyntheticDataModule)
     dm.setup()
@@ -275,8 +390,7 @@ def test_synthetic_data_is_learnable_and_configurable() -> None:
 
 @needs_fmnist
 def test_default_fashion_mnist_config() -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose("train")
+    cfg = compose([], "train")
     dm = instantiate(cfg.data)
     dm.setup()
     info = dm.describe()

@@ -1,4 +1,4 @@
-"""The export command: a Lightning checkpoint to safetensors + JSON, and its errors."""
+"""The export command: weights to safetensors + JSON, the network to ONNX and TorchScript."""
 
 from __future__ import annotations
 
@@ -6,30 +6,50 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_error
+from helpers.models import SMALL_MODELS, trained_like
 
 import zoo
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.pretrained import model_from_checkpoint
-from zoo.tools.export import main
+from zoo.registry import get_model_entry
+from zoo.tools.export import FORMATS, export_network, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _lightning_ckpt(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+def _export_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``python -m zoo.tools.export ARGS`` in a subprocess (one thread, text pipes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo.tools.export", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _lightning_ckpt(
+    tmp_path: Path, name: str = "resnet20", kwargs: dict | None = None, size=(1, 32, 32)
+) -> tuple[Path, torch.nn.Module]:
+    """A checkpoint as train.py writes it (a trained-like model for ``size`` inputs), its model."""
     from zoo.training import ZooClassifier
 
     module = ZooClassifier(
-        "resnet20",
-        {"num_classes": 7, "in_chans": 1, "shortcut": "A"},
+        name,
+        kwargs or {"num_classes": 7, "in_chans": 1, "shortcut": "A"},
         data={"name": "synthetic", "mean": [0.5], "std": [0.25]},
     )
+    trained_like(module.model, size)
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    ckpt = run / "checkpoints" / "best.ckpt"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    ckpt = run / "checkpoints" / f"{name}.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
     (run / "results.json").write_text(json.dumps({"test_acc1": 0.5, "epochs": 1, "other": 3}))
     return ckpt, module.model.eval()
@@ -79,13 +99,150 @@ def test_missing_checkpoint_one_line_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_export_command_bad_output_one_line_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.tools.export", "run.ckpt", "o.pth"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 2 and "must end in .safetensors, not o.pth" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    line = one_line_error(_export_cli(["run.ckpt", "o.pth"], tmp_path))
+    assert "must end in .safetensors, not o.pth" in line
+
+
+# ---- the network: ONNX and TorchScript --------------------------------------------------------
+
+# The torch.export-based ONNX exporter takes 10-30 s on these (GoogLeNet's 9 Inception modules,
+# DenseNet-BC's 48 layers, CliqueNet's 3 recurrent blocks) on one core: under `make test-slow`.
+HEAVY_FOR_ONNX = {"googlenet_cifar", "densenet_bc100_k12", "cliquenet_k36_t12_ac"}
+
+
+def _run_file(path: Path, x: torch.Tensor) -> torch.Tensor:
+    """Run an exported file as its users would: ONNX Runtime, or torch.jit.load."""
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
+        return torch.jit.load(str(path))(x)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+    files = {"zoo.json": ""}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
+        torch.jit.load(str(path), _extra_files=files)
+    return json.loads(files["zoo.json"])
+
+
+def _assert_matches(path: Path, model: torch.nn.Module, size: tuple[int, ...]) -> None:
+    """The file's output equals PyTorch's (eval mode) to 1e-4 at batch sizes 1 and 4 (the model
+    was exported at batch 2: the batch axis is dynamic)."""
+    for batch in (1, 4):
+        x = torch.randn(batch, *size)
+        with torch.no_grad():
+            expected = model(x)
+        got = _run_file(path, x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_small_models_cover_every_family() -> None:
+    families = {get_model_entry(n).family for n in zoo.list_models()}
+    assert {get_model_entry(n).family for n in SMALL_MODELS} == families
+
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        pytest.param(n, f, marks=[pytest.mark.slow] if f == "onnx" and n in HEAVY_FOR_ONNX else [])
+        for f in ("onnx", "torchscript")
+        for n in SMALL_MODELS
+    ],
+)
+def test_every_family_exports_and_matches_pytorch(tmp_path: Path, name: str, fmt: str) -> None:
+    size = get_model_entry(name).cfg.input_size
+    model = trained_like(zoo.create_model(name), size)
+    out = tmp_path / f"{name}{FORMATS[fmt]}"
+    info = {"model": name, "model_kwargs": {}, "data": {}}
+    done = export_network(model, info, out, fmt)
+    assert done["input_size"] == size and done["max_abs_diff"] is not None  # checked before
+    _assert_matches(out, model, size)
+    assert _metadata(out)["model"] == name
+
+
+def test_checkpoint_to_onnx_and_torchscript_carries_its_data(tmp_path: Path, capsys) -> None:
+    ckpt, ref = _lightning_ckpt(tmp_path)  # resnet20, 1 channel, 7 classes, mean 0.5 / std 0.25
+    weights = tmp_path / "r20.safetensors"
+    main([str(ckpt), str(weights)])
+    for source, out in ((ckpt, tmp_path / "r20.onnx"), (weights, tmp_path / "r20.pt")):
+        main([str(source), str(out), "--onnx" if out.suffix == ".onnx" else "--torchscript"])
+        printed = capsys.readouterr().out
+        assert f"wrote {out} (resnet20, input Nx1x32x32" in printed and "matches PyTorch" in printed
+        _assert_matches(out, ref, (1, 32, 32))
+        meta = _metadata(out)
+        assert json.loads(meta["mean"]) == [0.5] and json.loads(meta["std"]) == [0.25]
+        assert json.loads(meta["model_kwargs"])["num_classes"] == 7
+
+
+def test_model_name_with_pretrained_tag_exports_at_the_tags_size(tmp_path: Path) -> None:
+    out = tmp_path / "lenet5.onnx"
+    main(["lenet5", str(out), "--onnx", "--pretrained", "fmnist"])
+    model = zoo.create_model("lenet5", pretrained="fmnist").eval()
+    _assert_matches(out, model, (1, 28, 28))  # Fashion-MNIST's size, not LeNet-5's 32x32
+    tag = zoo.pretrained.get_tag("lenet5", "fmnist")
+    assert json.loads(_metadata(out)["mean"]) == list(tag.mean)
+
+
+def test_adaptive_ode_net_says_what_to_use_instead(tmp_path: Path, capsys) -> None:
+    line = one_line_error(_export_cli(["odenet_mnist", "o.onnx", "--onnx"], tmp_path))
+    assert "adaptive solver dopri5" in line and "--set solver=rk4 step_size=0.25" in line
+    assert "rknet_mnist" in line and not (tmp_path / "o.onnx").exists()
+    with pytest.raises(SystemExit) as exit_info:  # TorchScript: the same refusal
+        main(["odenet_mnist", str(tmp_path / "o.pt"), "--torchscript"])
+    assert exit_info.value.code == 2 and "adaptive solver dopri5" in capsys.readouterr().err
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_ode_net_weights_export_with_a_fixed_step_solver(tmp_path: Path) -> None:
+    """The fix the refusal names: the same weights, integrated by RK4 (RK-Net's solver)."""
+    kwargs = {"num_classes": 10, "in_chans": 1}
+    ckpt, model = _lightning_ckpt(tmp_path, "odenet_mnist", kwargs, (1, 28, 28))
+    out = tmp_path / "ode.onnx"
+    main([str(ckpt), str(out), "--onnx", "--set", "solver=rk4", "step_size=0.25"])
+    rknet = zoo.create_model("rknet_mnist")
+    rknet.load_state_dict(model.state_dict())
+    _assert_matches(out, rknet.eval(), (1, 28, 28))
+    assert json.loads(_metadata(out)["model_kwargs"])["solver"] == "rk4"
+
+
+def test_exporter_failure_is_one_user_error(tmp_path: Path) -> None:
+    class DataDependent(torch.nn.Module):  # a branch on a tensor's value: no static graph
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if x.sum() > 0 else x - 1
+
+    info = {"model": "data_dependent", "model_kwargs": {}, "data": {}}
+    with pytest.raises(UserError, match="data_dependent cannot be exported to ONNX: ") as err:
+        export_network(DataDependent(), info, tmp_path / "d.onnx", "onnx", (1, 4, 4))
+    assert "\n" not in str(err.value) and not (tmp_path / "d.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["resnet20", "o.pt", "--onnx"], "--onnx writes a .onnx file, not o.pt"),
+        (["resnet20", "o.onnx", "--torchscript"], "--torchscript writes a .pt file, not o.onnx"),
+        (["resnt20", "o.onnx", "--onnx"], "resnt20 is neither a file nor a registered model"),
+        (["resnet20", "o.onnx", "--onnx", "--set", "shortcut"], "--set takes KEY=VALUE pairs"),
+        (["resnet20", "o.onnx", "--onnx", "--set", "depth=3"], "unexpected argument(s) 'depth'"),
+        (["resnet20", "o.safetensors"], "resnet20 is a model name: a model exports with --onnx"),
+        (["run.ckpt", "o.onnx", "--onnx", "--pretrained", "x"], "--pretrained is for a model name"),
+    ],
+)
+def test_export_mistakes_are_one_line(
+    tmp_path: Path, monkeypatch, capsys, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

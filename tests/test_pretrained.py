@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.pretrained import (
     adapt_input_conv,
     adapt_state_dict,
-    convert_known_formats,
+    convert_state_dict,
     list_tags,
-    model_from_checkpoint,
 )
 from zoo.tools.export import export
 
@@ -62,7 +62,8 @@ def test_timm_vgg_head_is_converted() -> None:
     # in memory: VGG's 120M-parameter head makes a file round trip slow (files are tested above)
     ref = timm.create_model("vgg11", pretrained=False).eval()
     ours = zoo.create_model("vgg11").eval()
-    ours.load_state_dict(adapt_state_dict(ours, convert_known_formats(ref.state_dict()), "vgg11"))
+    sd = convert_state_dict("vgg11", ref.state_dict(), ours)
+    ours.load_state_dict(adapt_state_dict(ours, sd, "vgg11"))
     x = torch.randn(1, 3, 64, 64)  # 2x2 features: both heads adaptively pool them to 7x7 first
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max() < 1e-4
@@ -278,7 +279,7 @@ def test_placed_file_is_used_offline_and_adapted(tmp_path: Path, monkeypatch, ca
 def test_train_py_fine_tunes_from_a_tag(tmp_path: Path, monkeypatch) -> None:
     # python train.py model=resnet18 model.pretrained=tv_in1k data=..., two steps on tiny 1x28x28
     # synthetic data (data=fashion_mnist would spend ~40 s evaluating ResNet-18 on its test set)
-    from test_train import SYNTHETIC_TINY, compose
+    from helpers import SYNTHETIC_TINY, compose
 
     from zoo.training.run import train
 
@@ -349,7 +350,7 @@ _WEIGHT_CHECKS = [
 
 @pytest.mark.parametrize(("meta_path", "n"), _WEIGHT_CHECKS)
 def test_published_weights_reach_their_accuracy(meta_path: Path, n: int) -> None:
-    from conftest import HAS_FMNIST
+    from helpers import HAS_FMNIST
 
     if not HAS_FMNIST:
         pytest.skip("Fashion-MNIST missing")
@@ -373,3 +374,111 @@ def test_published_weights_reach_their_accuracy(meta_path: Path, n: int) -> None
     expected = meta["metrics"]["test_acc1"]
     tolerance = 2e-3 if n == 10_000 else 4 * (expected * (1 - expected) / n) ** 0.5
     assert correct / n == pytest.approx(expected, abs=tolerance)
+
+
+# ---- files that are not weights: one line naming the file, never advice to load unsafely ------
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    import pickle
+    import zipfile
+
+    good = tmp_path / "good.pth"
+    torch.save(zoo.create_model("lenet5").state_dict(), good)
+    files = {
+        "empty.pth": b"",
+        "text.pth": b"these are not weights\n",
+        "truncated.pth": good.read_bytes()[: good.stat().st_size // 2],
+        "garbage.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00not a header",
+        "empty.safetensors": b"",
+        "plain_pickle.pth": pickle.dumps([1, 2, 3]),
+    }
+    paths = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths[name] = tmp_path / name
+    with zipfile.ZipFile(tmp_path / "archive.pth", "w") as z:
+        z.writestr("readme.txt", "a zip, not a checkpoint")
+    torch.save([torch.zeros(3)], tmp_path / "tensor_list.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_tensors.pth")
+    for name in ("archive.pth", "tensor_list.pth", "no_tensors.pth"):
+        paths[name] = tmp_path / name
+    return paths
+
+
+EXPECTED = {
+    "empty.pth": r"is empty \(0 bytes\)",
+    "text.pth": "not a readable weights file",
+    "truncated.pth": "not a readable weights file",
+    "garbage.safetensors": "not a readable .safetensors file",
+    "empty.safetensors": r"is empty \(0 bytes\)",
+    "plain_pickle.pth": "not a PyTorch weights file",
+    "archive.pth": "not a readable weights file",
+    "tensor_list.pth": "holds a list, not a state dict",
+    "no_tensors.pth": r"holds no tensors \(keys: epoch, lr\)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_not_a_weights_file_is_one_clear_line(tmp_path: Path, name: str) -> None:
+    path = _bad_files(tmp_path)[name]
+    with pytest.raises(UserError, match=EXPECTED[name]) as info:
+        zoo.create_model("lenet5", pretrained=str(path))
+    message = str(info.value)
+    assert str(path) in message or path.name in message
+    assert "\n" not in message and "weights_only" not in message and "()" not in message
+    assert "torch.save" in message or "safetensors" in message  # says what to give instead
+
+
+def test_unreadable_sidecar_json_is_named(tmp_path: Path) -> None:
+    save_file(zoo.create_model("lenet5").state_dict(), tmp_path / "w.safetensors")
+    (tmp_path / "w.json").write_text('{"model": "lenet5", ')
+    with pytest.raises(UserError, match=r"w\.json is not readable JSON") as info:
+        model_from_checkpoint(tmp_path / "w.safetensors")
+    assert "\n" not in str(info.value)
+
+
+def test_rebuilt_model_refuses_weights_that_do_not_match_their_description(tmp_path) -> None:
+    # a sidecar claiming 7 classes for 10-class weights: evaluation must not score a random head
+    save_file(zoo.create_model("lenet5").state_dict(), tmp_path / "w.safetensors")
+    meta = {"model": "lenet5", "model_kwargs": {"num_classes": 7, "in_chans": 1}}
+    (tmp_path / "w.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"own config describes.*fc\.weight"):
+        model_from_checkpoint(tmp_path / "w.safetensors")
+
+
+def test_downloads_are_cached_per_url_not_per_file_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    from zoo.pretrained import download
+
+    sources = []
+    for folder in ("a", "b"):
+        torch.manual_seed(len(sources))
+        model = zoo.create_model("lenet5")
+        (tmp_path / folder).mkdir()
+        torch.save(model.state_dict(), tmp_path / folder / "weights.pth")
+        sources.append(((tmp_path / folder / "weights.pth").as_uri(), model))
+    first, second = (download(url) for url, _ in sources)
+    assert first != second and first.name == "weights.pth"
+    assert download(sources[0][0]) == first and download(sources[1][0]) == second  # cached
+    for url, model in sources:
+        assert _same_outputs(model, zoo.create_model("lenet5", pretrained=url), (1, 1, 28, 28))
+
+
+def test_classifier_of_another_width_is_an_error_not_a_reset(tmp_path: Path, caplog) -> None:
+    sd = zoo.create_model("resnet20").state_dict()
+    sd["fc.weight"] = torch.zeros(10, 32)  # same 10 classes, another feature width
+    torch.save(sd, tmp_path / "w.pth")
+    with caplog.at_level(logging.WARNING), pytest.raises(UserError, match=r"1 mismatched \[fc.w"):
+        zoo.create_model("resnet20", pretrained=str(tmp_path / "w.pth"))
+    assert "re-initialised" not in caplog.text
+
+
+def test_features_only_head_drops_the_checkpoint_classifier(tmp_path: Path) -> None:
+    src = zoo.create_model("resnet20")
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    trunk = zoo.create_model("resnet20", num_classes=0, pretrained=str(tmp_path / "w.pth")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trunk(x), src.eval().forward_head(src.forward_features(x), True))

@@ -59,3 +59,26 @@ def test_model_info_param_count_matches_real_build(name: str) -> None:
     if expected > 30_000_000:
         pytest.skip("very large model: its count is checked in the family tests")
     assert expected == count_params(zoo.create_model(name))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_classes": -1}, r"num_classes must be an integer >= 0, got -1"),
+        ({"in_chans": 0}, r"in_chans must be an integer >= 1, got 0"),
+        ({"in_chans": 2.5}, r"in_chans must be an integer >= 1, got 2.5"),
+        ({"num_classes": "10"}, r"num_classes must be an integer >= 0, got '10'"),
+        ({"num_classes": True}, r"num_classes must be an integer >= 0, got True"),
+    ],
+)
+def test_bad_class_or_channel_counts_are_one_line_value_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=r"^resnet20\(\): " + match) as info:
+        zoo.create_model("resnet20", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_zero_classes_and_numpy_ints_are_accepted() -> None:
+    import numpy as np
+
+    model = zoo.create_model("lenet5", num_classes=0, in_chans=np.int64(3))
+    assert model(torch.randn(2, 3, 28, 28)).shape == (2, 84)

@@ -7,41 +7,17 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import hydra
 import pytest
-from conftest import needs_fmnist
-from omegaconf import DictConfig
+from helpers import SYNTHETIC_TINY, cli, compose, needs_fmnist, run_train
 
 import zoo
-from zoo.cli import CONF_DIR
 from zoo.errors import UserError
+from zoo.paths import CONF_DIR
 from zoo.tools.gen_model_configs import FAMILY_SHORTCUTS, expected_configs
 from zoo.training.run import train
-
-ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC_TINY = [
-    "data=synthetic",
-    "data.num_samples=96",
-    "data.num_test=32",
-    "data.val_size=32",
-    "data.batch_size=16",
-    "threads=2",
-]
-
-
-def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra.compose(config_name, overrides=overrides)
-
-
-def run_train(tmp_path: Path, overrides: list[str]) -> dict:
-    cfg = compose([f"output_dir={tmp_path}", *overrides])
-    train(cfg)
-    return json.loads((tmp_path / "results.json").read_text())
 
 
 def test_every_registered_model_has_a_config() -> None:
@@ -106,16 +82,8 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert a["test_loss"] == b["test_loss"] and a["best_val_acc1"] == b["best_val_acc1"]
 
 
-def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _cli(args: list[str]) -> subprocess.Popen:
+    return cli("train.py", args)
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
@@ -181,7 +149,7 @@ def test_experiment_configs_compose(name: str) -> None:
 
 
 # Every experiment reproduces a paper's recipe except our own Fashion-MNIST CPU recipes.
-OWN_RECIPES = {"resnet20_fmnist"}
+OWN_RECIPES = {"resnet20_fmnist", "cliquenet_fmnist_weights", "budget_fmnist"}
 PAPER_EXPERIMENTS = sorted(
     p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem not in OWN_RECIPES
 )
@@ -198,8 +166,7 @@ def test_paper_recipes_train_with_plain_cross_entropy(name: str) -> None:
     "name", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 )
 def test_sweep_configs_compose(name: str) -> None:
-    with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    cfg = compose([f"hparams_search={name}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.hydra.sweeper.params
 

@@ -1,6 +1,14 @@
 """The zoo: the classic convolutional lineage with one trainer and paper-faithful tables."""
 
-from zoo.registry import create_model, is_model, list_models, model_info, register_model
+from zoo.factory import create_model, list_models, model_info
+from zoo.registry import check_input_size, is_model, register_model
 
-__all__ = ["create_model", "is_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "check_input_size",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
 __version__ = "0.1.0"

@@ -12,15 +12,14 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from zoo.paths import CONF_DIR
+from zoo.runtime import configure_allocator, set_threads
 
 
 def fail(message: str) -> None:
@@ -105,4 +104,6 @@ def dispatch_task(cfg: DictConfig):
         fn = hydra.utils.get_method(cfg.task.fn)
     except Exception as err:
         raise UserError(f"task function {cfg.task.fn!r} cannot be imported ({err})") from None
+    configure_allocator(cfg.get("allocator", "retain"))
+    set_threads(cfg.get("threads"))
     return fn(cfg)

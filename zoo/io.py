@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written result or checkpoint."""
+"""Writing results: atomic file writes (a crash never leaves a half-written result or checkpoint)
+and figures on a display-free backend."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend: figures are only written to files,
+    so no display is needed (and none is opened on a desktop)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def atomic_write_figure(path: str | Path, fig, tight: bool = True, dpi: int = 100) -> Path:

@@ -1,19 +1,24 @@
-"""Pretrained weights: tags, local files and URLs; safe loading; format detection; adaptation.
+"""Pretrained weights: tags, local files and URLs; the download cache; safe reading; adaptation.
 
 ``create_model(name, pretrained=...)`` calls ``load_pretrained`` with ``True`` (the model's default
 tag), a tag (``"tv_in1k"``…), a local file (.pth .pt .bin .tar .safetensors .ckpt) or a URL. Files
 are read with ``torch.load(weights_only=True)`` or safetensors: a checkpoint can never run code.
+Anything that is not a weights file (empty, truncated, text, a foreign pickle or archive) is a
+one-line ``UserError`` naming the file.
 
-Detected formats: torchvision and timm state dicts (timm's VGG head renamed to ours), DataParallel
-``module.`` prefixes, ``{"state_dict": ...}``/``{"model": ...}`` wrappers, the zoo's Lightning
-checkpoints (``model.`` prefix) and the CliqueNet authors' ImageNet checkpoint.
+Tags come from the models' records (``ModelCfg.torchvision``/``timm``/``weights``) and from
+``weights/*.json``. Checkpoints are unwrapped generically (``{"state_dict": ...}``,
+``{"model": ...}``, DataParallel ``module.`` and the zoo's Lightning ``model.`` prefixes); foreign
+layouts are converted by the model's own ``pretrained_filter_fn`` (in its family file).
 
-Adaptation: a different ``in_chans`` adapts the first convolution (sum over RGB for one channel,
-repeat and rescale otherwise); a different ``num_classes`` re-initialises the classifier (logged).
+Adaptation, driven by the record's ``first_conv`` and ``classifier``: a different ``in_chans``
+adapts the first convolution (sum over RGB for one channel, repeat and rescale otherwise); a
+different number of classes re-initialises the classifier (logged); ``num_classes=0`` drops it.
 Anything else that does not fit is an error listing the missing, unexpected and mismatched keys.
 
-Downloads go to ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME``), are SHA-256 checked, and
-``ZOO_OFFLINE=1`` forbids them: then the error names the file to place there.
+Downloads go to ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME``) under the URL's file name
+(torchvision's names); a second URL with the same file name gets its own file there. They are
+SHA-256 checked, and ``ZOO_OFFLINE=1`` forbids them: then the error names the file to place.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import os
 import pickle
 import re
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,82 +37,42 @@ import torch
 from torch import nn
 
 from zoo.errors import UserError
+from zoo.io import atomic_write_text
+from zoo.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelCfg,
+    PretrainedTag,
+    cache_filename,
+    get_model_entry,
+    model_names,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PretrainedTag",
+    "adapt_input_conv",
+    "adapt_state_dict",
+    "all_tags",
+    "cache_filename",
+    "download",
+    "get_tag",
+    "list_tags",
+    "load_pretrained",
+    "read_state_dict",
+    "unwrap_state_dict",
+]
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT_S = 30
-
-
-@dataclass(frozen=True)
-class PretrainedTag:
-    """Where a set of weights comes from and what it was trained on."""
-
-    source: str  # a URL, or a path relative to the repository's weights/ folder
-    dataset: str
-    num_classes: int
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    sha256: str | None = None  # full hash, or the prefix torchvision puts in its file names
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: str = ""
-    cache_name: str | None = None  # for URLs without a usable file name (Google Drive)
-
-    @property
-    def filename(self) -> str:
-        """The file's name in the hub cache (where to place it by hand)."""
-        return self.cache_name or cache_filename(self.source)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "filename": self.filename}
-
-
-# Our models with torchvision's layout (state-dict parity is tested in tests/test_classic.py).
-TORCHVISION_NAMES = (
-    "alexnet",
-    "googlenet",
-    *[f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")],
-    *[f"resnet{d}" for d in (18, 34, 50, 101, 152)],
-    *[f"densenet{d}" for d in (121, 161, 169, 201)],
+_WEIGHTS_HINT = (
+    "give a state dict saved with torch.save (.pth .pt .bin .ckpt) or a .safetensors file"
 )
 
-
-def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
-    """torchvision's ImageNet weights for the shared models, read from its installed metadata."""
-    import torchvision
-
-    tags: dict[str, dict[str, PretrainedTag]] = {}
-    for name in TORCHVISION_NAMES:
-        enum = torchvision.models.get_model_weights(name)
-        for member, tag in (("IMAGENET1K_V1", "tv_in1k"), ("IMAGENET1K_V2", "tv2_in1k")):
-            if not hasattr(enum, member):
-                continue
-            w = getattr(enum, member)
-            metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
-            # torchvision builds GoogLeNet with transform_input=True for these weights: it turns
-            # ImageNet-normalised input into (x - 0.5) / 0.5, so that is what the weights expect.
-            mean, std = (
-                ((0.5,) * 3, (0.5,) * 3) if name == "googlenet" else (IMAGENET_MEAN, IMAGENET_STD)
-            )
-            tags.setdefault(name, {})[tag] = PretrainedTag(
-                source=w.url,
-                dataset="ImageNet-1k",
-                num_classes=1000,
-                input_size=(3, 224, 224),
-                mean=mean,
-                std=std,
-                sha256=_hash_prefix(w.url),
-                metrics={
-                    "top1": metrics.get("acc@1"),
-                    "top5": metrics.get("acc@5"),
-                    "num_params": w.meta.get("num_params"),
-                },
-                notes=f"torchvision {member}",
-            )
-    return tags
-
+# ---- tags ---------------------------------------------------------------------------------------
 
 # File names that carry a SHA-256 prefix by convention (torch.hub's check_hash, timm's
 # clean_checkpoint.py); elsewhere a "-1234abcd.pth" suffix is not known to be a hash.
@@ -123,11 +87,46 @@ def _hash_prefix(url: str) -> str | None:
     return found.group(1) if found and _HASHED_URL.match(url) else None
 
 
-def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
-    """timm's weights for architectures identical to ours, read from timm's installed configs.
+def _cfgs() -> dict[str, ModelCfg]:
+    return {name: get_model_entry(name).cfg for name in model_names()}
 
-    timm's ``resnet*``, ``densenet*`` and ``vgg*`` entry points have our (torchvision) layout; its
-    ``tv_in1k``/``tv2_in1k`` tags are torchvision's files and are listed under those names only.
+
+def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """torchvision's ImageNet weights of the models that declare a torchvision twin."""
+    import torchvision
+
+    tags: dict[str, dict[str, PretrainedTag]] = {}
+    for name, cfg in _cfgs().items():
+        if not cfg.torchvision:
+            continue
+        enum = torchvision.models.get_model_weights(cfg.torchvision)
+        for member, tag in (("IMAGENET1K_V1", "tv_in1k"), ("IMAGENET1K_V2", "tv2_in1k")):
+            if not hasattr(enum, member):
+                continue
+            w = getattr(enum, member)
+            metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            tags.setdefault(name, {})[tag] = PretrainedTag(
+                source=w.url,
+                dataset="ImageNet-1k",
+                num_classes=1000,
+                input_size=(3, 224, 224),
+                mean=cfg.mean or IMAGENET_MEAN,
+                std=cfg.std or IMAGENET_STD,
+                sha256=_hash_prefix(w.url),
+                metrics={
+                    "top1": metrics.get("acc@1"),
+                    "top5": metrics.get("acc@5"),
+                    "num_params": w.meta.get("num_params"),
+                },
+                notes=f"torchvision {member}",
+            )
+    return tags
+
+
+def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """timm's weights of the models that declare a timm twin, read from timm's installed configs.
+
+    timm's ``tv_in1k``/``tv2_in1k`` tags are torchvision's files and are listed under those names.
     """
     try:
         import timm
@@ -135,11 +134,13 @@ def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
         return {}
 
     tags: dict[str, dict[str, PretrainedTag]] = {}
-    for name in TORCHVISION_NAMES:
-        for full in timm.list_pretrained(f"{name}.*"):
+    for name, model_cfg in _cfgs().items():
+        if not model_cfg.timm:
+            continue
+        for full in timm.list_pretrained(f"{model_cfg.timm}.*"):
             arch, tag = full.split(".", 1)
             cfg = timm.models.get_pretrained_cfg(full)
-            if arch != name or tag.startswith("tv") or not cfg.num_classes:
+            if arch != model_cfg.timm or tag.startswith("tv") or not cfg.num_classes:
                 continue
             url = (
                 cfg.url or f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
@@ -158,41 +159,32 @@ def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
     return tags
 
 
-_CLIQUENET_TAGS = {
-    "cliquenet_s3_a": {
-        "official_in1k": PretrainedTag(
-            source="https://drive.google.com/open?id=1IcsmIrTYmxd62Whh5nf8Z7grcCxNAfDk",
-            dataset="ImageNet-1k",
-            num_classes=1000,
-            input_size=(3, 224, 224),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            metrics={"top1": 75.99, "top5": 92.85},
-            cache_name="cliquenet_s3_a.official_in1k.pth.tar",
-            notes="the authors' release (Google Drive, no hash published; paper: 24.01% "
-            "top-1 error). Google Drive needs a browser: download it by hand and pass its path.",
-        )
-    },
-}
+def _declared_tags() -> dict[str, dict[str, PretrainedTag]]:
+    """Weights a model's record points to (e.g. the CliqueNet authors' release)."""
+    return {name: dict(cfg.weights) for name, cfg in _cfgs().items() if cfg.weights}
 
 
 def _own_tags() -> dict[str, dict[str, PretrainedTag]]:
     """Our Fashion-MNIST weights, described by weights/<name>.json beside each file."""
     tags: dict[str, dict[str, PretrainedTag]] = {}
     for meta_path in sorted(WEIGHTS_DIR.glob("*.json")):
-        meta = json.loads(meta_path.read_text())
-        data = meta.get("data", {})
-        tags.setdefault(meta["model"], {})[meta.get("tag", "fmnist")] = PretrainedTag(
-            source=meta_path.with_suffix(".safetensors").name,
-            dataset=data.get("name", "?"),
-            num_classes=meta["model_kwargs"]["num_classes"],
-            input_size=(data.get("in_chans", 1), *data.get("image_size", (28, 28))),
-            mean=tuple(data.get("mean", ())),
-            std=tuple(data.get("std", ())),
-            sha256=meta.get("sha256"),
-            metrics=meta.get("metrics", {}),
-            notes=meta.get("command", ""),
-        )
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = meta.get("data", {})
+            tag = PretrainedTag(
+                source=meta_path.with_suffix(".safetensors").name,
+                dataset=data.get("name", "?"),
+                num_classes=meta["model_kwargs"]["num_classes"],
+                input_size=(data.get("in_chans", 1), *data.get("image_size", (28, 28))),
+                mean=tuple(data.get("mean", ())),
+                std=tuple(data.get("std", ())),
+                sha256=meta.get("sha256"),
+                metrics=meta.get("metrics", {}),
+                notes=meta.get("command", ""),
+            )
+            tags.setdefault(meta["model"], {})[meta.get("tag", "fmnist")] = tag
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning("skipping %s: not a readable weights description (%s)", meta_path, err)
     return tags
 
 
@@ -203,7 +195,7 @@ def all_tags() -> dict[str, dict[str, PretrainedTag]]:
     global _TAGS
     if _TAGS is None:
         merged: dict[str, dict[str, PretrainedTag]] = {}
-        for table in (_own_tags(), _torchvision_tags(), _timm_tags(), _CLIQUENET_TAGS):
+        for table in (_own_tags(), _torchvision_tags(), _timm_tags(), _declared_tags()):
             for model, tags in table.items():
                 merged.setdefault(model, {}).update(tags)
         _TAGS = merged
@@ -225,21 +217,26 @@ def get_tag(name: str, tag: str) -> PretrainedTag:
         ) from None
 
 
-# ---- files, downloads and safe reading ----------------------------------------------------------
+# ---- the download cache -------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def cache_filename(url: str) -> str:
-    """The URL's file name; Hugging Face repositories all call theirs ``model.safetensors``, so
-    those get the repository in front (``timm--resnet50.a1_in1k--model.safetensors``)."""
-    path = url.split("?")[0].rstrip("/")
-    hf = re.match(r"^https://huggingface\.co/([^/]+)/([^/]+)/resolve/[^/]+/(.+)$", path)
-    if hf:
-        return "--".join(hf.groups()).replace("/", "--")
-    return path.split("/")[-1]
+def _source_record(target: Path) -> Path:
+    """A hidden file beside each download naming the URL it came from."""
+    return target.with_name(f".{target.name}.url")
+
+
+def cache_path(url: str, filename: str | None = None) -> Path:
+    """Where ``url`` is cached: under its file name, unless that file holds another URL's download
+    (then the name gets the URL's hash in front). A file placed by hand is taken as the URL's."""
+    target = cache_dir() / (filename or cache_filename(url))
+    record = _source_record(target)
+    if record.is_file() and record.read_text().strip() != url:
+        return target.with_name(f"{hashlib.sha256(url.encode()).hexdigest()[:8]}-{target.name}")
+    return target
 
 
 def _sha256(path: Path) -> str:
@@ -256,13 +253,16 @@ def download(url: str, sha256: str | None = None, filename: str | None = None) -
     A download whose hash does not match never reaches the cache; a file already there (downloaded
     earlier or placed by hand) is checked too, and reported but not deleted if it does not match.
     """
-    target = cache_dir() / (filename or cache_filename(url))
+    target = cache_path(url, filename)
+    record = _source_record(target)
     if target.is_file():
         if sha256 and not _sha256(target).startswith(sha256.lower()):
             raise UserError(
                 f"{target} does not match the SHA-256 {sha256}… of {url}: "
                 "replace it with the right file (or delete it to download again)"
             )
+        if not record.is_file():
+            atomic_write_text(record, url)
         return target
     if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
         raise UserError(
@@ -286,84 +286,84 @@ def download(url: str, sha256: str | None = None, filename: str | None = None) -
                 f"SHA-256 mismatch for {url}: expected {sha256}…, got {digest[:16]}…; "
                 "nothing was saved (a changed or corrupted file)"
             )
+        atomic_write_text(record, url)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
 
 
+# ---- safe reading -------------------------------------------------------------------------------
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error, without library advice to load unsafely."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0][:120] if lines else type(err).__name__
+    return type(err).__name__ if "weights_only" in first else first
+
+
 def read_state_dict(path: str | Path) -> dict[str, Any]:
-    """Read a weights file without executing pickled code."""
+    """Read a weights file without executing pickled code; ``UserError`` if it is not one."""
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    if size == 0:
+        raise UserError(f"{path} is empty (0 bytes): {_WEIGHTS_HINT}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(
+                f"{path} is not a readable .safetensors file ({_reason(err)}): it is truncated or "
+                "not safetensors; download or export it again"
+            ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise UserError(
+                f"refusing to load {path.name}: it holds pickled objects beyond tensors "
+                f"({unsafe.group(1)}), which could run code; {_WEIGHTS_HINT}"
+            ) from None
         raise UserError(
-            f"refusing to load {path.name}: it holds pickled objects beyond plain "
-            f"tensors ({first[:160]}); only weights files are accepted"
+            f"{path} is not a PyTorch weights file (a pickle not written by torch.save); "
+            f"{_WEIGHTS_HINT}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"{path} is not a readable weights file ({str(err)[:160]})") from None
+    except Exception as err:  # torch.load on a foreign file fails in many ways (zip, text…)
+        raise UserError(
+            f"{path} is not a readable weights file ({_reason(err)}): it is truncated or not "
+            f"written by torch.save; {_WEIGHTS_HINT}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} holds a {type(obj).__name__}, not a state dict; {_WEIGHTS_HINT}")
+    return obj
 
 
-def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: dict[str, Any], path: str | Path = "checkpoint") -> dict:
     """Find the tensors in a checkpoint: Lightning, {"state_dict"}, {"model"}, DataParallel."""
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd):
+    if not sd:
+        keys = ", ".join(map(str, list(obj)[:5])) or "nothing"
+        raise UserError(f"{path} holds no tensors (keys: {keys}); {_WEIGHTS_HINT}")
+    if all(k.startswith("module.") for k in sd):
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if sd and all(k.startswith("model.") for k in sd):  # the zoo's LightningModule
-        sd = {k.removeprefix("model."): v for k, v in sd.items()}
-    return sd
-
-
-_LEGACY_DENSENET = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
-
-
-def convert_known_formats(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Other layouts onto our (torchvision) names: the CliqueNet authors' checkpoint, the legacy
-    key names in torchvision's DenseNet files, and timm's VGG head (a conv MLP)."""
-    from zoo.models.cliquenet import convert_official_state_dict, is_official_state_dict
-
-    if is_official_state_dict(sd):
-        return convert_official_state_dict(sd)
-    # torchvision's densenet*-*.pth files predate the module renaming (denselayerN.norm.1 -> norm1);
-    # torchvision's own loader renames them the same way.
-    sd = {_LEGACY_DENSENET.sub(r"\1\2", k): v for k, v in sd.items()}
-    if "pre_logits.fc1.weight" in sd and "head.fc.weight" in sd:  # timm VGG
-        sd = dict(sd)
-        fc1 = sd.pop("pre_logits.fc1.weight")
-        sd["classifier.0.weight"] = fc1.reshape(fc1.shape[0], -1)
-        sd["classifier.0.bias"] = sd.pop("pre_logits.fc1.bias")
-        sd["classifier.3.weight"] = sd.pop("pre_logits.fc2.weight").flatten(1)
-        sd["classifier.3.bias"] = sd.pop("pre_logits.fc2.bias")
-        sd["classifier.6.weight"] = sd.pop("head.fc.weight")
-        sd["classifier.6.bias"] = sd.pop("head.fc.bias")
+    if any(k.startswith("model.") for k in sd):  # the zoo's LightningModule (+ metric states)
+        sd = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
     return sd
 
 
 # ---- adaptation ---------------------------------------------------------------------------------
-
-
-def first_conv_key(model: nn.Module) -> str | None:
-    """The weight of the first convolution in module order (the one that reads the image)."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return f"{name}.weight"
-    for name, p in model.named_parameters():  # packed conv kernels (e.g. a CliqueNet stem-less)
-        if p.ndim == 4:
-            return name
-    return None
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -375,61 +375,61 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (src / in_chans)
 
 
-def classifier_keys(model: nn.Module) -> set[str]:
-    heads = [model.get_classifier()] if hasattr(model, "get_classifier") else []
-    heads += [m for n, m in model.named_modules() if n in ("aux1.fc2", "aux2.fc2")]
-    ids = {id(h) for h in heads}
-    return {
-        f"{n}.{p}"
-        for n, m in model.named_modules()
-        if id(m) in ids
-        for p, _ in m.named_parameters(recurse=False)
-    }
+def _show(keys: list[str]) -> str:
+    return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
 
-def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> dict:
-    """Fit ``sd`` to ``model``: first conv channels, classifier size; error on anything else."""
+def adapt_state_dict(
+    model: nn.Module, sd: dict[str, torch.Tensor], name: str, adapt: bool = True
+) -> dict:
+    """Fit ``sd`` to ``model`` (built as ``name``): first conv channels, classifier size; error on
+    anything else. The record's ``first_conv`` and ``classifier`` say which layers may differ;
+    ``adapt=False`` (a model rebuilt from its own checkpoint) allows no difference at all."""
+    cfg = get_model_entry(name).cfg
     own = model.state_dict()
     sd = dict(sd)
-    conv = first_conv_key(model)
-    if conv and conv in sd and sd[conv].ndim == 4 and sd[conv].shape[1] != own[conv].shape[1]:
-        log.info(
-            "%s: adapting %s from %d to %d input channels",
-            name,
-            conv,
-            sd[conv].shape[1],
-            own[conv].shape[1],
-        )
-        sd[conv] = adapt_input_conv(sd[conv], own[conv].shape[1])
-    reset = [k for k in classifier_keys(model) if k in sd and sd[k].shape != own[k].shape]
+    conv = f"{cfg.first_conv}.weight"
+    if adapt and conv in sd and conv in own and sd[conv].ndim == 4:
+        src, dst = sd[conv].shape, own[conv].shape
+        if src[1] != dst[1] and (src[0], *src[2:]) == (dst[0], *dst[2:]):
+            log.info("%s: adapting %s from %d to %d input channels", name, conv, src[1], dst[1])
+            sd[conv] = adapt_input_conv(sd[conv], dst[1])
+    reset, dropped, counts = [], [], None
+    for head in cfg.classifiers if adapt else ():
+        weight, bias = f"{head}.weight", f"{head}.bias"
+        if weight in sd and weight not in own:  # num_classes=0: the model has no classifier
+            dropped += [k for k in (weight, bias) if sd.pop(k, None) is not None]
+        elif weight in sd and weight in own:
+            src, dst = sd[weight].shape, own[weight].shape
+            if src[0] != dst[0] and src[1:] == dst[1:]:
+                counts = counts or (src[0], dst[0])
+                for k in (weight, bias):
+                    if k in sd and k in own:
+                        sd[k] = own[k]
+                        reset.append(k)
+    if dropped:
+        log.info("%s: no classifier (num_classes=0): dropped %s", name, ", ".join(dropped))
     if reset:
         log.warning(
             "%s: checkpoint classifier has %d classes, model %d: re-initialised %s",
             name,
-            sd[reset[0]].shape[0],
-            own[reset[0]].shape[0],
+            *counts,
             ", ".join(sorted(reset)),
         )
-        for k in reset:
-            sd[k] = own[k]
     # Files saved before PyTorch 0.4.1 (torchvision's ResNet and DenseNet weights among them) have
     # no BatchNorm step counters; PyTorch's own loader fills them in, and so do we.
     for k in set(own) - set(sd):
         if k.endswith(".num_batches_tracked"):
             sd[k] = own[k]
-    optional = tuple(getattr(model, "pretrained_optional_prefixes", ()))
+    optional = cfg.pretrained_optional
     unexpected = sorted(k for k in set(sd) - set(own) if not k.startswith(optional))
     missing = sorted(set(own) - set(sd))
     mismatched = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or unexpected or mismatched:
-
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-
         parts = [
-            f"{len(missing)} missing [{show(missing)}]" if missing else "",
-            f"{len(unexpected)} unexpected [{show(unexpected)}]" if unexpected else "",
-            f"{len(mismatched)} mismatched [{show(mismatched)}]" if mismatched else "",
+            f"{len(missing)} missing [{_show(missing)}]" if missing else "",
+            f"{len(unexpected)} unexpected [{_show(unexpected)}]" if unexpected else "",
+            f"{len(mismatched)} mismatched [{_show(mismatched)}]" if mismatched else "",
         ]
         raise UserError(f"weights do not fit {name}: " + "; ".join(p for p in parts if p))
     return {k: v for k, v in sd.items() if k in own}
@@ -470,45 +470,30 @@ def resolve_source(name: str, source: bool | str) -> Path:
     return path
 
 
+def convert_state_dict(name: str, sd: dict[str, torch.Tensor], model: nn.Module) -> dict:
+    """``sd`` in ``name``'s layout: its family's ``pretrained_filter_fn``, if any."""
+    filter_fn = get_model_entry(name).cfg.pretrained_filter_fn
+    return filter_fn(sd, model) if filter_fn else sd
+
+
 def load_pretrained(model: nn.Module, name: str, source: bool | str) -> nn.Module:
     """Load ``source`` into ``model`` (built by ``create_model``), adapting channels and classes."""
     path = resolve_source(name, source)
-    sd = convert_known_formats(unwrap_state_dict(read_state_dict(path)))
+    sd = convert_state_dict(name, unwrap_state_dict(read_state_dict(path), path), model)
     model.load_state_dict(adapt_state_dict(model, sd, name), strict=False)
     return model
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a zoo Lightning checkpoint (.ckpt) or exported .safetensors + .json."""
-    from zoo.registry import create_model
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        meta_path = path.with_suffix(".json")
-        if not meta_path.is_file():
-            raise UserError(f"{path.name} needs its model config {meta_path.name} beside it")
-        info = json.loads(meta_path.read_text())
-        sd = read_state_dict(path)
-    else:
-        ckpt = read_state_dict(path)
-        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-        if "model_name" not in hp:
-            raise UserError(
-                f"{path.name} is not a zoo training checkpoint (no model_name); "
-                "use create_model(name, pretrained=path) for plain weights"
-            )
-        info = {
-            "model": hp["model_name"],
-            "model_kwargs": dict(hp["model_kwargs"]),
-            "data": dict(hp.get("data") or {}),
-        }
-        sd = unwrap_state_dict(ckpt)
-    kwargs = dict(info["model_kwargs"])
+def _read_sidecar(meta_path: Path) -> dict[str, Any]:
+    """The model description beside an exported .safetensors file."""
     try:
-        model = create_model(info["model"], **kwargs)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"{path.name}: {err}") from None
-    model.load_state_dict(adapt_state_dict(model, sd, info["model"]), strict=True)
-    return model, info
+        info = json.loads(meta_path.read_text())
+        if not isinstance(info, dict) or not isinstance(info.get("model"), str):
+            raise ValueError("no model name")
+        info["model_kwargs"] = dict(info.get("model_kwargs") or {})
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(
+            f"{meta_path} is not a readable model description ({_reason(err)}): export the "
+            "weights again with python -m zoo.tools.export"
+        ) from None
+    return info

@@ -1,43 +1,167 @@
-"""Model registry: ``@register_model`` builders, ``list_models``, ``create_model``, ``model_info``.
+"""Model registry: ``@register_model`` builders and the facts each model declares as data.
 
 Every builder is a plain function with explicit keyword arguments (``num_classes``, ``in_chans`` and
-the family's options). ``create_model`` checks the arguments against the builder's signature, so a
-misspelt option fails at once with the list of accepted ones instead of deep inside ``__init__``.
+the family's options), registered under its own name together with a ``ModelCfg``: input size,
+smallest accepted input, normalisation, first convolution and classifier, the torchvision/timm
+model it mirrors, the paper's printed numbers and how to convert foreign checkpoints (timm's
+``default_cfgs``/``pretrained_filter_fn``, torchvision's ``Weights.meta``). Tables, the comparison
+and the weights adaptation read these records; nothing else keeps lists of model names.
+
+This module is the lowest layer: the families import it, it imports none of them (importing
+``zoo`` registers every family, see ``zoo.factory``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+import numbers
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelCfg",
     "ModelEntry",
-    "create_model",
+    "PaperNumbers",
+    "PretrainedTag",
+    "build_model",
+    "cache_filename",
+    "check_input_size",
+    "count_params",
     "get_model_entry",
     "is_model",
-    "list_models",
-    "model_info",
+    "model_names",
+    "num_params",
     "register_model",
 ]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """A model's results as its paper prints them: errors in %, parameters in millions.
+
+    ``builder_kwargs`` are the options that give the paper's model when our defaults differ (He et
+    al. count their CIFAR ResNets with option-A shortcuts).
+    """
+
+    source: str  # paper and table, e.g. "He et al. 2016, Table 6 (C10+)"
+    params_m: float | None = None
+    cifar10_error: float | None = None
+    cifar100_error: float | None = None
+    imagenet_top1_error: float | None = None
+    imagenet_top5_error: float | None = None
+    mnist_error: float | None = None
+    builder_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    params_exact: bool = True  # False: our count does not round to params_m (``note`` says why)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set (differ from their defaults)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            or getattr(self, f.name) not in (f.default, {})
+        }
+
+
+@dataclass(frozen=True)
+class PretrainedTag:
+    """Where a set of weights comes from and what it was trained on."""
+
+    source: str  # a URL, or a path relative to the repository's weights/ folder
+    dataset: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sha256: str | None = None  # full hash, or the prefix torchvision puts in its file names
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+    cache_name: str | None = None  # for URLs without a usable file name (Google Drive)
+
+    @property
+    def filename(self) -> str:
+        """The file's name in the hub cache (where to place it by hand)."""
+        return self.cache_name or cache_filename(self.source)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "filename": self.filename}
+
+
+def cache_filename(url: str) -> str:
+    """The URL's file name; Hugging Face repositories all call theirs ``model.safetensors``, so
+    those get the repository in front (``timm--resnet50.a1_in1k--model.safetensors``)."""
+    path = url.split("?")[0].rstrip("/")
+    hf = re.match(r"^https://huggingface\.co/([^/]+)/([^/]+)/resolve/[^/]+/(.+)$", path)
+    if hf:
+        return "--".join(hf.groups()).replace("/", "--")
+    return path.split("/")[-1]
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """What a model declares at registration (timm's pretrained cfg, torchvision's weights meta).
+
+    ``first_conv`` and ``classifier`` are module names in the state dict (``"conv1"`` for
+    ``conv1.weight``); GoogLeNet lists its auxiliary classifiers too. ``min_input_size`` is the
+    smallest (C, H, W) the forward accepts (measured, see tests/test_input_size.py).
+    ``mean``/``std`` are what the ImageNet reference weights expect (``None``: the training data's
+    own statistics).
+    ``pretrained_filter_fn`` maps foreign checkpoint layouts onto ours; ``pretrained_optional``
+    lists key prefixes a checkpoint may carry that a model built without them lacks.
+    """
+
+    family: str
+    paper: str  # title (authors, venue, arXiv id)
+    input_size: tuple[int, int, int]
+    num_classes: int
+    min_input_size: tuple[int, int, int] | None = None
+    fixed_input_size: bool = False  # True: larger inputs are refused (timm's field)
+    first_conv: str = "conv1"
+    classifier: str | tuple[str, ...] = "fc"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    torchvision: str | None = None  # torchvision.models name with the same layout
+    timm: str | None = None  # timm model name with the same layout
+    reference: str = ""  # the public code it mirrors when neither library has it
+    paper_numbers: PaperNumbers | None = None
+    weights: Mapping[str, PretrainedTag] = field(default_factory=dict)  # tags hosted elsewhere
+    pretrained_filter_fn: Callable[[StateDict], StateDict] | None = None
+    pretrained_optional: tuple[str, ...] = ()
+    architecture: str = ""  # the registered name (set by register_model)
+
+    @property
+    def classifiers(self) -> tuple[str, ...]:
+        return (self.classifier,) if isinstance(self.classifier, str) else tuple(self.classifier)
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """What the registry knows about one model name."""
+    """A registered name: its builder and its data."""
 
     name: str
     builder: Callable[..., nn.Module]
-    family: str
-    paper: str
-    input_size: tuple[int, int, int]
-    num_classes: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    cfg: ModelCfg
+
+    @property
+    def family(self) -> str:
+        return self.cfg.family
 
     @property
     def accepted_kwargs(self) -> list[str]:
@@ -50,19 +174,15 @@ _NUM_PARAMS_CACHE: dict[str, int] = {}
 
 
 def register_model(
-    *,
-    family: str,
-    paper: str,
-    input_size: tuple[int, int, int],
-    num_classes: int,
-    **extra: Any,
+    cfg: ModelCfg | None = None, /, **fields: Any
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name.
+    """Register a builder under its function name with its ``ModelCfg``.
 
-    ``family`` groups models in tables (``"resnet"``, ``"cliquenet"``…), ``paper`` is the title with
-    its arXiv id or venue, ``input_size`` and ``num_classes`` are the builder's defaults.
+    ``@register_model(cfg)`` with a record, or ``@register_model(family=..., paper=...,
+    input_size=..., num_classes=...)`` with its fields (``fields`` also override ``cfg``'s).
     Registering the same name twice is an error: it would silently shadow a model.
     """
+    cfg = ModelCfg(**fields) if cfg is None else dataclasses.replace(cfg, **fields)
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
@@ -72,33 +192,19 @@ def register_model(
         for required in ("num_classes", "in_chans"):
             if required not in sig.parameters:
                 raise TypeError(f"builder {name}() must accept a {required!r} keyword argument")
-        _REGISTRY[name] = ModelEntry(
-            name=name,
-            builder=builder,
-            family=family,
-            paper=paper,
-            input_size=tuple(input_size),  # type: ignore[arg-type]
-            num_classes=num_classes,
-            extra=dict(extra),
-        )
+        entry_cfg = dataclasses.replace(cfg, architecture=name, input_size=tuple(cfg.input_size))
+        _REGISTRY[name] = ModelEntry(name=name, builder=builder, cfg=entry_cfg)
         return builder
 
     return decorator
 
 
-def _ensure_models_imported() -> None:
-    # Importing the package registers every family; done lazily to avoid import cycles.
-    import zoo.models  # noqa: F401
-
-
 def is_model(name: str) -> bool:
-    _ensure_models_imported()
     return name in _REGISTRY
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; ``ValueError`` naming the closest names if unknown."""
-    _ensure_models_imported()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -107,33 +213,23 @@ def get_model_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; {hint}") from None
 
 
-def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
-    """Registered names matching the fnmatch ``pattern``, sorted.
-
-    With ``pretrained=True`` only the models that have at least one pretrained tag are listed.
-    """
-    _ensure_models_imported()
-    names = sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
-    if pretrained:
-        from zoo.pretrained import list_tags
-
-        names = [n for n in names if list_tags(n)]
-    return names
+def model_names(pattern: str = "*") -> list[str]:
+    """Registered names matching the fnmatch ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(
-    name: str,
-    *,
-    pretrained: bool | str = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model.
+def _check_count(name: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}(): {key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
-    ``num_classes``/``in_chans`` default to the builder's own defaults. ``pretrained`` is
-    ``False``, ``True`` (the model's default tag), a tag name, a local path or a URL; the weights
-    are adapted to ``in_chans``/``num_classes`` when those differ from the checkpoint.
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Call ``name``'s builder after checking the arguments against its signature.
+
+    A misspelt option fails at once (``TypeError`` naming the accepted ones) instead of deep
+    inside ``__init__``; ``num_classes < 0``, ``in_chans < 1`` or non-integers are a ``ValueError``.
+    The model carries its record as ``model.default_cfg`` (timm's attribute).
     """
     entry = get_model_entry(name)
     accepted = entry.accepted_kwargs
@@ -143,15 +239,15 @@ def create_model(
             f"{name}() got unexpected argument(s) {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(accepted)}"
         )
-    if num_classes is not None:
-        kwargs["num_classes"] = int(num_classes)
-    if in_chans is not None:
-        kwargs["in_chans"] = int(in_chans)
+    if kwargs.get("num_classes") is not None:
+        kwargs["num_classes"] = _check_count(name, "num_classes", kwargs["num_classes"], 0)
+    if kwargs.get("in_chans") is not None:
+        kwargs["in_chans"] = _check_count(name, "in_chans", kwargs["in_chans"], 1)
+    kwargs = {
+        k: v for k, v in kwargs.items() if v is not None or k not in ("num_classes", "in_chans")
+    }
     model = entry.builder(**kwargs)
-    if pretrained:
-        from zoo.pretrained import load_pretrained
-
-        load_pretrained(model, name, pretrained)
+    model.default_cfg = entry.cfg
     return model
 
 
@@ -159,28 +255,53 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_info(name: str) -> dict[str, Any]:
-    """Family, paper, default input size and classes, parameter count and pretrained tags."""
-    entry = get_model_entry(name)
-    if name not in _NUM_PARAMS_CACHE:
-        with _meta_device():
-            _NUM_PARAMS_CACHE[name] = count_params(entry.builder())
-    from zoo.pretrained import list_tags
-
-    return {
-        "name": name,
-        "family": entry.family,
-        "paper": entry.paper,
-        "input_size": entry.input_size,
-        "num_classes": entry.num_classes,
-        "num_params": _NUM_PARAMS_CACHE[name],
-        "pretrained": list_tags(name),
-        **entry.extra,
-    }
+def num_params(name: str, **kwargs: Any) -> int:
+    """Parameters of ``name`` built with ``kwargs``, counted on the meta device (no memory)."""
+    key = f"{name}{sorted(kwargs.items())}"
+    if key not in _NUM_PARAMS_CACHE:
+        with torch.device("meta"):
+            _NUM_PARAMS_CACHE[key] = count_params(build_model(name, **kwargs))
+    return _NUM_PARAMS_CACHE[key]
 
 
-def _meta_device():
-    """Build on the meta device: counting VGG-19's 144M parameters needs no real memory."""
-    import torch
+def check_input_size(model_or_name: nn.Module | str, input_size: Sequence[int]) -> None:
+    """``ValueError`` (one line) if a (C, H, W) input is smaller than the model accepts (or,
+    for a model with a fixed input size, larger).
 
-    return torch.device("meta")
+    With a model built by ``create_model`` the channels are checked against its first convolution
+    too; with a name only the height and width (``create_model`` adapts ``in_chans``).
+    """
+    if isinstance(model_or_name, str):
+        cfg, model = get_model_entry(model_or_name).cfg, None
+    else:
+        model = model_or_name
+        cfg = getattr(model, "default_cfg", None)
+        if not isinstance(cfg, ModelCfg):
+            raise ValueError(
+                f"{type(model).__name__} carries no zoo model record: build it with "
+                "zoo.create_model or pass the model's name"
+            )
+    size = tuple(int(v) for v in input_size)
+    if len(size) != 3:
+        raise ValueError(f"input size must be (C, H, W), got {tuple(input_size)}")
+    c, h, w = size
+    name = cfg.architecture
+    if model is not None:
+        weight = model.state_dict().get(f"{cfg.first_conv}.weight")
+        if weight is not None and weight.shape[1] != c:
+            raise ValueError(
+                f"{name} reads {weight.shape[1]}-channel images, the input has {c} channels: "
+                f"build it with in_chans={c}"
+            )
+    if cfg.fixed_input_size and (h > cfg.input_size[1] or w > cfg.input_size[2]):
+        raise ValueError(
+            f"{name} reads images up to {cfg.input_size[1]}x{cfg.input_size[2]} pixels, got "
+            f"{h}x{w}: resize the images (data.image_size) or pick a model for larger images"
+        )
+    if cfg.min_input_size is not None:
+        _, min_h, min_w = cfg.min_input_size
+        if h < min_h or w < min_w:
+            raise ValueError(
+                f"{name} needs inputs of at least {min_h}x{min_w} pixels, got {h}x{w}: "
+                "resize the images (data.image_size) or pick a model for small images"
+            )

@@ -237,7 +237,7 @@ def images(
 ) -> dict:
     import gzip
 
-    from zoo.pretrained import model_from_checkpoint
+    from zoo.checkpoint import model_from_checkpoint
 
     model, info = model_from_checkpoint(ckpt)
     model = model.double().eval()

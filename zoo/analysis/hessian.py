@@ -275,9 +275,9 @@ def run(cfg) -> dict:
     from pathlib import Path
 
     from zoo.analysis.landscape import fixed_batches
+    from zoo.checkpoint import load_checkpoint_and_data
     from zoo.errors import UserError
-    from zoo.evaluation.metrics import load_checkpoint_and_data
-    from zoo.io import atomic_write_figure, atomic_write_json
+    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
     task = cfg.task
     counts = {k: int(task[k]) for k in ("k", "max_iter", "trace_max_iter", "slq_runs")}
@@ -331,10 +331,7 @@ def run(cfg) -> dict:
     out = Path(cfg.output_dir)
     atomic_write_json(out / "hessian.json", result)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot(epsilons, along, "b.-")

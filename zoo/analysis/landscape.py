@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import UserError
-from zoo.io import atomic_write_bytes, atomic_write_figure
+from zoo.io import atomic_write_bytes, atomic_write_figure, pyplot
 from zoo.modes import eval_mode
 
 Direction = dict[str, torch.Tensor]
@@ -226,10 +226,7 @@ def plot(
     result: dict[str, np.ndarray], out_dir: Path, log_scale: bool = False, title: str = ""
 ) -> list[Path]:
     """1D curve, or contour, filled contour and 3D surface PNGs of ``surface``'s result."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     loss = np.log(result["loss"]) if log_scale else result["loss"]
     label = "log(train loss)" if log_scale else "train loss"
@@ -277,10 +274,7 @@ def fixed_batches(dm, num_images: int, batch_size: int = 500, split: str = "trai
 def plot_spread(surfaces: Sequence[np.ndarray], coords: np.ndarray, seeds: list, path: Path):
     """Mean ± standard deviation over repeated random directions: a band (1D) or the standard
     deviation as a filled contour (2D)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stack = np.stack(surfaces)
     mean, std = stack.mean(0), stack.std(0, ddof=1)
@@ -301,9 +295,8 @@ def plot_spread(surfaces: Sequence[np.ndarray], coords: np.ndarray, seeds: list,
 def run(cfg) -> dict[str, Any]:
     """``python evaluate.py task=landscape ckpt_path=PATH [task.dim=1|2] [task.ckpt_b=PATH]
     [task.repeats=3]``."""
-    from zoo.evaluation.metrics import load_checkpoint_and_data
+    from zoo.checkpoint import load_checkpoint_and_data, model_from_checkpoint
     from zoo.io import atomic_write_json
-    from zoo.pretrained import model_from_checkpoint
 
     task = cfg.task
     model, info, dm = load_checkpoint_and_data(cfg, "landscape", "fit")

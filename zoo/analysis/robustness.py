@@ -54,8 +54,8 @@ def run(cfg) -> dict[str, Any]:
     from pathlib import Path
 
     from zoo.analysis.landscape import fixed_batches
-    from zoo.evaluation.metrics import load_checkpoint_and_data
-    from zoo.io import atomic_write_figure, atomic_write_json
+    from zoo.checkpoint import load_checkpoint_and_data
+    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
     task = cfg.task
     model, info, dm = load_checkpoint_and_data(cfg, "robustness", "test")
@@ -80,10 +80,7 @@ def run(cfg) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     atomic_write_json(out / "robustness.json", result)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     values = [100 * p.value for p in accuracy.values()]

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.bench import saved_tensor_bytes
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
+from zoo.profiling import median_seconds, saved_tensor_bytes
+from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 
 class EdgeLoopCliqueBlock(CliqueBlock):
@@ -46,20 +47,15 @@ class EdgeLoopCliqueBlock(CliqueBlock):
         return out
 
 
-def time_step(module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int = 1) -> float:
+def time_step(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of one forward + backward of ``module(x)``."""
+
     def step() -> None:
         out = module(x)
         loss = sum(t.sum() for t in out[1]) if isinstance(out, tuple) else out.sum()
         loss.backward()
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(step, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/cliquenet_bench.json"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="retain")
     args = parser.parse_args(argv)
+    configure_allocator(args.allocator)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     result: dict = {

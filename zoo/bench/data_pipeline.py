@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import zoo
 from zoo.data import FashionMNISTDataModule
 from zoo.io import atomic_write_json
+from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 BATCH = 128
 
@@ -105,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="retain")
     args = parser.parse_args(argv)
+    configure_allocator(args.allocator)
     results = run(args.threads)
     results["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     print(json.dumps(results, indent=2))

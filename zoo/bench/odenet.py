@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.bench import saved_tensor_bytes, status_mib
 from zoo.io import atomic_write_json, atomic_write_text
+from zoo.profiling import saved_tensor_bytes, status_mib
+from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--no-rss", action="store_true", help="skip the subprocess RSS probes")
     parser.add_argument("--probe", nargs=2, metavar=("TOL", "ADJOINT"), help=argparse.SUPPRESS)
+    parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="retain")
     args = parser.parse_args(argv)
+    configure_allocator(args.allocator)
     if args.probe:
         tol, adjoint = float(args.probe[0]), bool(int(args.probe[1]))
         print(json.dumps(rss_probe(adjoint, tol, args.batch)), flush=True)

@@ -1,7 +1,8 @@
 """Data: in-memory LightningDataModules for every dataset the zoo trains on.
 
-Every datamodule has ``name``, ``num_classes``, ``in_chans``, ``image_size`` (H, W), ``mean`` and
-``std`` (per channel, from the training split) and yields normalized ``(x, y)`` batches.
+Every datamodule has ``name``, ``num_classes``, ``classes`` (the class names in label order, empty
+where the data has none), ``in_chans``, ``image_size`` (H, W), ``mean`` and ``std`` (per channel,
+from the training split) and yields normalized ``(x, y)`` batches.
 """
 
 from zoo.data.datamodules import (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     name = "in_memory"
     num_classes = 0
+    classes: Sequence[str] = ()  # class names in label order; empty where the data has none
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         self.fixed_val: tuple[torch.Tensor, torch.Tensor] | None = None
         train_x, train_y, test_x, test_y = self.load()  # may set self.fixed_val
+        self._check_labels(train_y, test_y)
         if self.fixed_val is not None:
             train_idx = torch.arange(len(train_y))
             self.val_x, self.val_y = self.fixed_val
@@ -99,6 +102,14 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.mean = pixels.mean(dim=1)
         self.std = pixels.std(dim=1).clamp_min(1e-6)
         self._loaded = True
+
+    def _check_labels(self, *labels: torch.Tensor) -> None:
+        for y in (*labels, *(self.fixed_val[1:] if self.fixed_val is not None else ())):
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise UserError(
+                    f"{self.name}: labels run from {int(y.min())} to {int(y.max())} but the data "
+                    f"has {self.num_classes} classes (0..{self.num_classes - 1}); check data.root"
+                )
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
@@ -163,16 +174,27 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (LeCun's MNIST format), gzip-compressed or raw."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise UserError(f"{path} cannot be read ({err}); replace it with an intact copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UserError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise UserError(f"{path} is truncated: its header ends after {len(data)} bytes")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: expected {int(np.prod(dims))} bytes of data")
+    if len(data) - offset != int(np.prod(dims)):
+        raise UserError(
+            f"{path} is truncated: expected {int(np.prod(dims))} bytes of data, found "
+            f"{len(data) - offset}; replace it with an intact copy"
+        )
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset)
     return torch.from_numpy(array.reshape(dims).copy())
 
 
@@ -203,16 +225,25 @@ class _IDXDataModule(InMemoryDataModule):
     torchvision_name = ""
 
     def _search_dirs(self) -> list[Path]:
-        dirs = [Path(self.root).expanduser()] if self.root else []
+        """``data.root`` (and its torchvision layout) when given, else the system copies."""
         if self.root:
-            dirs.append(Path(self.root).expanduser() / self.torchvision_name)
-        return dirs + list(self.default_dirs)
+            root = Path(self.root).expanduser()
+            return [root, root / self.torchvision_name]
+        return list(self.default_dirs)
 
     def load(self):
         for folder in self._search_dirs():
             paths = {k: _find_idx(folder, v) for k, v in IDX_FILES.items()}
             if all(paths.values()):
                 t = {k: read_idx(p) for k, p in paths.items()}
+                for split in ("train", "test"):
+                    images, labels = t[f"{split}_x"], t[f"{split}_y"]
+                    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                        raise UserError(
+                            f"{self.name}: {paths[f'{split}_x']} holds {list(images.shape)} and "
+                            f"{paths[f'{split}_y']} {list(labels.shape)}; expected N images "
+                            "and N labels"
+                        )
                 return (
                     t["train_x"][:, None],
                     t["train_y"].long(),
@@ -221,7 +252,15 @@ class _IDXDataModule(InMemoryDataModule):
                 )
         if self.download:
             return self._download()
-        looked = ", ".join(str(d) for d in self._search_dirs())
+        files = ", ".join(IDX_FILES.values())
+        if self.root:
+            raise UserError(
+                f"{self.name}: data.root={self.root} does not hold the four IDX files ({files}, "
+                f"raw or .gz, also looked in {self._search_dirs()[1]}); fix data.root, "
+                "or set data.download=true to download into it"
+                + (", or drop data.root to use the system copy" if self.default_dirs else "")
+            )
+        looked = ", ".join(str(d) for d in self._search_dirs()) or "nowhere"
         raise UserError(
             f"{self.name}: IDX files not found (looked in {looked}); {self.how_to_get}, "
             "or pass data.root=DIR with the four IDX files, or data.download=true"
@@ -246,6 +285,18 @@ class FashionMNISTDataModule(_IDXDataModule):
     """Fashion-MNIST (Xiao et al. 2017): 60k/10k 28×28 grey images, 10 classes."""
 
     name = "fashion_mnist"
+    classes = (  # Xiao et al. 2017, Table 1
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     default_dirs = (DEBIAN_FMNIST,)
     how_to_get = "install it with 'apt-get install dataset-fashion-mnist' (Debian)"
     torchvision_name = "FashionMNIST"
@@ -255,6 +306,7 @@ class MNISTDataModule(_IDXDataModule):
     """MNIST (LeCun et al. 1998): 60k/10k 28×28 grey digits."""
 
     name = "mnist"
+    classes = tuple(str(digit) for digit in range(10))
     how_to_get = "get the four IDX files from torchvision's mirror"
     torchvision_name = "MNIST"
 
@@ -279,8 +331,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def load_cifar_batch(path: Path) -> dict:
-    with open(path, "rb") as f:
-        batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    """One python-version CIFAR batch: a pickled dict of numpy arrays, read without running code."""
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except OSError as err:
+        raise UserError(f"{path} cannot be read ({err})") from None
+    except Exception as err:  # any failure to parse these bytes means a damaged or foreign file
+        raise UserError(
+            f"{path} is not a CIFAR python batch ({type(err).__name__}: {err}); replace it with "
+            "an intact copy of the dataset's python version"
+        ) from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{path} is not a CIFAR python batch (a {type(batch).__name__})")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
@@ -289,6 +352,7 @@ class _CIFARDataModule(InMemoryDataModule):
     train_files: Sequence[str] = ()
     test_files: Sequence[str] = ()
     label_key = "labels"
+    meta_file, names_key = "batches.meta", "label_names"
 
     def load(self):
         base = Path(self.root or "data").expanduser()
@@ -315,13 +379,36 @@ class _CIFARDataModule(InMemoryDataModule):
                     "data.download=true"
                 )
 
-        def read(files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            batches = [load_cifar_batch(folder / f) for f in files]
-            x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-            y = np.concatenate([np.asarray(b[self.label_key]) for b in batches])
-            return torch.from_numpy(x.reshape(-1, 3, 32, 32)), torch.from_numpy(y).long()
+        def read(file: str) -> tuple[np.ndarray, np.ndarray]:
+            batch = load_cifar_batch(folder / file)
+            try:
+                x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(batch[self.label_key], dtype=np.int64).reshape(-1)
+            except (KeyError, ValueError, TypeError) as err:
+                raise UserError(
+                    f"{folder / file} is not a {self.name} batch: it needs 'data' (N x 3072 "
+                    f"bytes) and {self.label_key!r} ({type(err).__name__}: {err})"
+                ) from None
+            if len(x) != len(y):
+                raise UserError(f"{folder / file} holds {len(x)} images but {len(y)} labels")
+            return x, y
 
-        return (*read(self.train_files), *read(self.test_files))
+        def read_all(files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = zip(*(read(f) for f in files), strict=True)
+            return torch.from_numpy(np.concatenate(x)), torch.from_numpy(np.concatenate(y))
+
+        self.classes = self._class_names(folder / self.meta_file)
+        return (*read_all(self.train_files), *read_all(self.test_files))
+
+    def _class_names(self, meta: Path) -> list[str]:
+        """The label names of the dataset's meta file; none if it is missing or damaged (the
+        names only label figures)."""
+        try:
+            names = load_cifar_batch(meta).get(self.names_key, [])
+        except UserError:
+            return []
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return names if len(names) == self.num_classes else []
 
 
 class CIFAR10DataModule(_CIFARDataModule):
@@ -343,14 +430,29 @@ class CIFAR100DataModule(_CIFARDataModule):
     train_files = ("train",)
     test_files = ("test",)
     label_key = "fine_labels"
+    meta_file, names_key = "meta", "fine_label_names"
 
 
 # --- ImageFolder --------------------------------------------------------------------------------
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def class_folders(split: Path) -> list[str]:
+    """The class folders of one split, sorted (hidden folders such as ``.ipynb_checkpoints`` are
+    not classes)."""
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 class ImageFolderDataModule(InMemoryDataModule):
     """A class-per-folder tree (``root/train/<class>/*.png``, ``root/test/<class>/*``; ``val/`` is
-    used for validation when present, else a split of ``train/``), resized to ``image_size``."""
+    used for validation when present, else a split of ``train/``), resized to ``image_size``.
+
+    The classes are the folders of ``train/``; each needs at least one image there, and ``test/``
+    and ``val/`` may hold no class that ``train/`` lacks (the model could never predict it). A
+    damaged image file stops loading with its name.
+    """
 
     name = "imagefolder"
 
@@ -362,19 +464,44 @@ class ImageFolderDataModule(InMemoryDataModule):
         self.grayscale = grayscale
         self.classes: list[str] = []
 
-    def _read_split(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read_image(self, file: Path) -> np.ndarray:
         from PIL import Image
 
+        try:
+            with Image.open(file) as img:
+                img = img.convert("L" if self.grayscale else "RGB")
+                img = img.resize((self.resize, self.resize), Image.BILINEAR)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise UserError(
+                f"imagefolder: cannot read image {file} ({err}); replace or remove it"
+            ) from None
+        arr = np.asarray(img, dtype=np.uint8)
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def _read_split(
+        self, folder: Path, every_class: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = sorted(set(class_folders(folder)) - set(self.classes))
+        if extra:
+            raise UserError(
+                f"imagefolder: {folder} has class folder(s) {', '.join(extra)} that "
+                f"{folder.parent / 'train'} lacks: a model trained there can never predict "
+                "them; add them to train/ or remove them"
+            )
         images, labels = [], []
         for label, cls in enumerate(self.classes):
-            for file in sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else []:
-                if file.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}:
-                    continue
-                img = Image.open(file).convert("L" if self.grayscale else "RGB")
-                img = img.resize((self.resize, self.resize), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-                images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-                labels.append(label)
+            files = (
+                [f for f in sorted((folder / cls).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                if (folder / cls).is_dir()
+                else []
+            )
+            if not files and every_class:
+                raise UserError(
+                    f"imagefolder: class folder {folder / cls} has no images "
+                    f"({', '.join(IMAGE_SUFFIXES)}); add some or remove the folder"
+                )
+            images += [self._read_image(f) for f in files]
+            labels += [label] * len(files)
         if not images:
             raise UserError(f"imagefolder: no images under {folder}")
         return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long)
@@ -385,9 +512,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         root = Path(self.root).expanduser()
         if not (root / "train").is_dir() or not (root / "test").is_dir():
             raise UserError(f"imagefolder: {root} must contain train/ and test/ class folders")
-        self.classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+        self.classes = class_folders(root / "train")
+        if not self.classes:
+            raise UserError(f"imagefolder: {root / 'train'} has no class folders")
         self.num_classes = len(self.classes)
-        train_x, train_y = self._read_split(root / "train")
+        train_x, train_y = self._read_split(root / "train", every_class=True)
         test_x, test_y = self._read_split(root / "test")
         if (root / "val").is_dir():
             self.fixed_val = self._read_split(root / "val")

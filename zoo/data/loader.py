@@ -96,9 +96,21 @@ class InMemoryLoader:
         self.seed, self.scale = seed, scale
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.resume_batch = 0  # set from a mid-epoch checkpoint: the next epoch starts there
+        self._served = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the epoch stands (Lightning stores it in mid-epoch checkpoints)."""
+        return {"epoch": self.epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the last batch served: inside its epoch, or at the next epoch's start."""
+        epoch, served = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        done = served >= len(self)
+        self.epoch, self.resume_batch = (epoch + 1, 0) if done else (epoch, served)
 
     def _indices(self, gen: torch.Generator) -> torch.Tensor:
         n = len(self.labels)
@@ -119,9 +131,12 @@ class InMemoryLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         idx = self._indices(gen)
+        skip, self.resume_batch, self._served = self.resume_batch, 0, 0
         for b in range(len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[sel].float() * self.scale
             if self.augment is not None and self.augment.enabled:
-                x = self.augment(x, gen)
-            yield (x - self.mean) / self.std, self.labels[sel]
+                x = self.augment(x, gen)  # also for skipped batches: the same random stream
+            self._served = b + 1
+            if b >= skip:
+                yield (x - self.mean) / self.std, self.labels[sel]

@@ -34,14 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import zoo
-from zoo.bench import status_mib
 from zoo.errors import UserError
+from zoo.evaluation.tables import format_cell, markdown_table
 from zoo.fast import optimize, to_fast_input
 from zoo.io import atomic_write_json, atomic_write_text
-from zoo.registry import get_model_entry
+from zoo.profiling import status_mib
+from zoo.registry import count_params, get_model_entry
 
 VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
-REFERENCES = ("torchvision", "timm")
 
 
 def reference_names(against: str) -> set[str]:
@@ -220,7 +220,7 @@ def benchmark(
                 threads=threads,
             )
         runners = [_runner_from_spec(s, dev) for s in specs]
-        params = [sum(p.numel() for p in r.model.parameters()) for r in runners]
+        params = [count_params(r.model) for r in runners]
         train_s = time_alternating(runners, "train_step", warmup, repeats, dev)
         infer_s = time_alternating(runners, "infer", warmup, repeats, dev)
         del runners
@@ -263,23 +263,8 @@ MD_COLUMNS = [
 ]
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
-    return str(value)
-
-
 def _line(row: dict[str, Any]) -> str:
-    return "  ".join(f"{label}={_fmt(row[key])}" for key, label in MD_COLUMNS)
-
-
-def to_markdown(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, "", "| " + " | ".join(label for _, label in MD_COLUMNS) + " |"]
-    lines.append("|" + "---|" * len(MD_COLUMNS))
-    lines += ["| " + " | ".join(_fmt(r[k]) for k, _ in MD_COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return "  ".join(f"{label}={format_cell(row[key], '–')}" for key, label in MD_COLUMNS)
 
 
 def machine() -> str:
@@ -331,7 +316,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     out = Path(cfg.output_dir)
     atomic_write_json(out / "benchmark.json", result)
-    markdown = to_markdown(rows, header)
+    markdown = markdown_table(rows, MD_COLUMNS, header, missing="–")
     atomic_write_text(out / "benchmark.md", markdown)
     print(markdown)
     return result

@@ -16,38 +16,24 @@ import csv
 import glob
 import io
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 import zoo
-from zoo.bench import saved_tensor_bytes
 from zoo.complexity import count_macs
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_text
+from zoo.evaluation.tables import format_cell, markdown_table
+from zoo.io import atomic_write_figure, atomic_write_text, pyplot
+from zoo.profiling import median_seconds, saved_tensor_bytes
+from zoo.registry import count_params
 from zoo.stats import wilson_interval
 
-# CIFAR-10 test error (%) reported by the papers, with their source.
-PAPER_CIFAR10_ERROR = {
-    "resnet20": (8.75, "He et al. 2016, Table 6"),
-    "resnet32": (7.51, "He et al. 2016, Table 6"),
-    "resnet44": (7.17, "He et al. 2016, Table 6"),
-    "resnet56": (6.97, "He et al. 2016, Table 6"),
-    "resnet110": (6.43, "He et al. 2016, Table 6"),
-    "resnet56_noshort": (13.31, "Li et al. 2018, Fig. 5"),
-    "densenet40_k12": (7.00, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "densenet100_k12": (5.77, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "densenet_bc100_k12": (5.92, "Huang et al. 2017, Table 2 (C10, no augmentation)"),
-    "cliquenet_k36_t12": (5.93, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k36_t12_ac": (5.61, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k64_t15": (5.12, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k80_t15": (5.10, "Yang et al. 2018, CIFAR table"),
-    "cliquenet_k80_t18": (5.06, "Yang et al. 2018, CIFAR table"),
-}
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "model",
@@ -64,6 +50,7 @@ COLUMNS = [
     "runs",
     "epochs",
     "wall (s)",
+    "budget (s)",
     "paper C10 err (%)",
 ]
 
@@ -78,13 +65,7 @@ def _throughput(model: torch.nn.Module, x: torch.Tensor, train: bool, repeats: i
                 model(x)
 
     model.train(train)
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return len(x) / statistics.median(times)
+    return len(x) / median_seconds(step, repeats)
 
 
 def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: int) -> dict:
@@ -99,7 +80,7 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
         "model": name,
         "family": info["family"],
         "input": "×".join(map(str, input_size)),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "MACs (M)": macs / 1e6,
         "paper FLOPs (M)": 2 * macs / 1e6,
         "train mem (MiB)": memory,
@@ -114,6 +95,27 @@ def measure(name: str, input_size: tuple[int, int, int], batch: int, repeats: in
     return row
 
 
+RUN_KEYS = ("model", "dataset", "test_acc1", "epochs", "wall_time_s")
+
+
+def read_run(file: Path) -> dict | None:
+    """One run's ``results.json``; None, with a warning naming the file, if it is unreadable or
+    lacks a key the table needs (a damaged file must not stop the comparison of the others)."""
+    try:
+        run = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("skipping %s: not readable JSON (%s)", file, err)
+        return None
+    if not isinstance(run, dict):
+        log.warning("skipping %s: not a JSON object", file)
+        return None
+    missing = [k for k in RUN_KEYS if k not in run]
+    if missing:
+        log.warning("skipping %s: no %s in it", file, ", ".join(missing))
+        return None
+    return run
+
+
 def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
     """results.json of training runs, grouped by (model, dataset)."""
     found: dict[tuple[str, str], list[dict]] = {}
@@ -125,8 +127,8 @@ def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
             file = path / "results.json" if path.is_dir() else path
             if file.name != "results.json" or not file.is_file():
                 continue
-            r = json.loads(file.read_text())
-            if r.get("test_acc1") is not None:
+            r = read_run(file)
+            if r is not None and r["test_acc1"] is not None:
                 found.setdefault((r["model"], r["dataset"]), []).append(r)
     return found
 
@@ -144,29 +146,23 @@ def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> li
             row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
             row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
             row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
+            budgets = sorted({r["budget_s"] for r in matching if r.get("budget_s")})
+            row["budget (s)"] = "/".join(f"{b:g}" for b in budgets)
+            row["_curves"] = [r["test_curve"] for r in matching if r.get("test_curve")]
             row["_acc"] = statistics.mean(accs)
             n = matching[0].get("data", {}).get("test")
             if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
                 lo, hi = wilson_interval(round(row["_acc"] * n / 100), n)
                 row["top-1 95% CI (%)"] = f"{100 * lo:.2f}-{100 * hi:.2f}"
-        paper = PAPER_CIFAR10_ERROR.get(row["model"])
-        row["paper C10 err (%)"] = f"{paper[0]:.2f} ({paper[1]})" if paper else ""
+        paper = zoo.model_info(row["model"])["paper_numbers"]
+        error = paper.get("cifar10_error")
+        row["paper C10 err (%)"] = f"{error:.2f} ({paper['source']})" if error else ""
     return rows
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return "" if value is None else str(value)
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
     cols = COLUMNS + sorted({k for r in rows for k in r if k.startswith("nfe_")})
-    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, [(c, c) for c in cols], header)
 
 
 def to_latex(rows: list[dict]) -> str:
@@ -179,16 +175,12 @@ def to_latex(rows: list[dict]) -> str:
         " & ".join(esc(c) for c in COLUMNS) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(esc(_fmt(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
+    lines += [" & ".join(esc(format_cell(r.get(c))) for c in COLUMNS) + r" \\" for r in rows]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     markers = dict(zip(sorted({r["family"] for r in rows}), "osD^vP*Xh<>", strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     with_acc = [r for r in rows if "_acc" in r]
@@ -208,6 +200,28 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     atomic_write_figure(path, fig, tight=False)
+
+
+def plot_curves(rows: list[dict], path: Path) -> bool:
+    """Test top-1 against training time, one line per model (runs with ``callbacks.test_curve``);
+    False when no run has a curve."""
+    curves = [(r["model"], c) for r in rows for c in r.get("_curves", [])]
+    if not curves:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(m for m, _ in curves))}
+    for model, curve in curves:
+        seconds = [p["seconds"] for p in curve]
+        accs = [100 * p["test_acc1"] for p in curve]
+        label = model if model not in ax.get_legend_handles_labels()[1] else None
+        ax.plot(seconds, accs, "-o", ms=3, color=colors[model], label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="training time (s, log)", ylabel="test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    atomic_write_figure(path, fig)
+    return True
 
 
 def _input_sizes(task: DictConfig) -> list[tuple[int, int, int]]:
@@ -253,6 +267,7 @@ def run(cfg: DictConfig) -> list[dict]:
     writer.writeheader()
     writer.writerows(all_rows)
     atomic_write_text(out / "comparison.csv", buffer.getvalue())
+    plot_curves(tables[0], out / "comparison_curves.png")
     atomic_write_text(out / "comparison.tex", "\n".join(latex))
     plot(tables[0], out / "comparison.png")
     print(markdown)

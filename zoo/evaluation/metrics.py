@@ -1,21 +1,24 @@
 """``python evaluate.py ckpt_path=PATH [data=...] [task.tta=true]``: metrics of one checkpoint.
 
 Top-1, top-5, loss, per-class precision/recall/F1 (torchmetrics), the confusion matrix (PNG),
-calibration (expected calibration error and a reliability diagram PNG) and optional flip test-time
-augmentation. Prints a table and writes ``eval.json`` in the output directory. Takes Lightning
+calibration (expected calibration error and a reliability diagram PNG), the most confidently wrong
+test images with their true and predicted labels (``worst_errors.png``, the debugging aid of
+Goodfellow et al. 2016, Sec. 11.5) and optional flip test-time augmentation. Prints a table and
+writes ``eval.json`` in the output directory. Takes Lightning
 checkpoints and exported ``.safetensors`` files alike. The data are normalised with the statistics
 stored with the checkpoint (those of its training split), not recomputed.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -25,15 +28,22 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_json
-from zoo.pretrained import model_from_checkpoint
+from zoo.checkpoint import load_checkpoint_and_data
+from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
 
 @torch.no_grad()
 def evaluate_model(
-    model: torch.nn.Module, batches, num_classes: int, tta: bool = False, n_bins: int = 15
+    model: torch.nn.Module,
+    batches,
+    num_classes: int,
+    tta: bool = False,
+    n_bins: int = 15,
+    worst: int = 0,
 ) -> dict[str, Any]:
+    """Metrics of ``model`` over ``batches``; with ``worst``, also the ``worst`` most confidently
+    wrong predictions as ``{index, true, pred, confidence}`` (index in batch order), most
+    confident first."""
     model.eval()
     metrics = {
         "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
@@ -45,7 +55,7 @@ def evaluate_model(
         "confusion": MulticlassConfusionMatrix(num_classes),
     }
     loss_sum, n = 0.0, 0
-    confidences, correct = [], []
+    confidences, predictions, targets = [], [], []
     for x, y in batches:
         logits = model(x)
         if tta:
@@ -57,9 +67,11 @@ def evaluate_model(
             m.update(probs, y)
         conf, pred = probs.max(1)
         confidences.append(conf)
-        correct.append(pred == y)
+        predictions.append(pred)
+        targets.append(y)
     out = {k: m.compute() for k, m in metrics.items()}
-    conf, corr = torch.cat(confidences), torch.cat(correct).float()
+    conf, pred, target = torch.cat(confidences), torch.cat(predictions), torch.cat(targets)
+    corr = (pred == target).float()
     edges = torch.linspace(0, 1, n_bins + 1)
     bins = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -87,15 +99,61 @@ def evaluate_model(
         "confusion_matrix": out["confusion"].tolist(),
         "reliability_bins": bins,
         "tta_flip": tta,
+        "worst_errors": most_confident_errors(conf, pred, target, worst),
     }
 
 
+def most_confident_errors(
+    confidence: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, k: int
+) -> list[dict[str, Any]]:
+    """The ``k`` wrong predictions with the highest confidence, most confident first (ties in
+    index order)."""
+    wrong = torch.nonzero(pred != target).flatten()
+    order = torch.sort(confidence[wrong], descending=True, stable=True).indices[:k]
+    return [
+        {
+            "index": int(i),
+            "true": int(target[i]),
+            "pred": int(pred[i]),
+            "confidence": float(confidence[i]),
+        }
+        for i in wrong[order]
+    ]
+
+
+def worst_errors_figure(
+    images: torch.Tensor, errors: list[dict[str, Any]], class_names: Sequence[str] = ()
+):
+    """A grid of ``images[e["index"]]`` (uint8 C×H×W) titled with true and predicted labels."""
+    plt = pyplot()
+
+    def name(label: int) -> str:
+        return class_names[label] if class_names else str(label)
+
+    cols = min(8, max(1, len(errors)))
+    rows = max(1, math.ceil(len(errors) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, error in zip(axes.flat, errors, strict=False):
+        image = images[error["index"]]
+        if image.shape[0] == 1:
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(
+            f"true: {name(error['true'])}\npred: {name(error['pred'])} "
+            f"({100 * error['confidence']:.0f}%)",
+            fontsize=7,
+        )
+    if not errors:
+        axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    fig.suptitle("most confidently wrong test images", fontsize=9)
+    return fig
+
+
 def _plots(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = torch.tensor(result["confusion_matrix"], dtype=torch.float)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     im = ax.imshow(cm / cm.sum(1, keepdim=True).clamp_min(1), cmap="Blues", vmin=0, vmax=1)
@@ -117,43 +175,24 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     atomic_write_figure(out / "reliability.png", fig)
 
 
-def load_checkpoint_and_data(cfg: DictConfig, task: str, stage: str = "test"):
-    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
-    statistics stored with the checkpoint. Shared by every task that analyses one checkpoint.
-
-    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
-    """
-    if not cfg.ckpt_path:
-        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
-    model, info = model_from_checkpoint(cfg.ckpt_path)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    dm = instantiate(data_cfg)
-    dm.setup(stage)
-    if info.get("data", {}).get("mean"):
-        dm.mean = torch.tensor(info["data"]["mean"])
-        dm.std = torch.tensor(info["data"]["std"])
-    num_classes = info["model_kwargs"]["num_classes"]
-    if dm.num_classes != num_classes:
-        raise UserError(
-            f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
-            f"{dm.num_classes}"
-        )
-    return model.eval(), info, dm
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     model, info, dm = load_checkpoint_and_data(cfg, "eval")
-    num_classes = info["model_kwargs"]["num_classes"]
-    result = evaluate_model(model, dm.test_dataloader(), num_classes, tta=cfg.task.tta)
+    num_classes = model.num_classes
+    result = evaluate_model(
+        model, dm.test_dataloader(), num_classes, tta=cfg.task.tta, worst=cfg.task.worst_errors
+    )
     result = {
         "model": info["model"],
         "checkpoint": str(cfg.ckpt_path),
         "dataset": dm.name,
+        "classes": list(dm.classes),
         **result,
     }
     out = Path(cfg.output_dir)
     atomic_write_json(out / "eval.json", result)
     _plots(result, out)
+    figure = worst_errors_figure(dm.test_x, result["worst_errors"], dm.classes)
+    atomic_write_figure(out / "worst_errors.png", figure)
     rows = [
         ("model", result["model"]),
         ("dataset", dm.name),

@@ -13,11 +13,19 @@ adaptive pool and 1024-wide FC layers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import (
+    ZooModel,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+    stack_feature_info,
+)
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
 
 PAPER = (
     "ImageNet Classification with Deep Convolutional Neural Networks "
@@ -26,7 +34,12 @@ PAPER = (
 
 
 class AlexNet(ZooModel):
-    """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision."""
+    """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision.
+
+    Features: the activation before each pool (strides 4, 8, 16 at 224 px) and the last pool (32).
+    """
+
+    head_modules = ("avgpool", "classifier")
 
     def __init__(
         self,
@@ -38,6 +51,7 @@ class AlexNet(ZooModel):
     ) -> None:
         super().__init__()
         self.features = features
+        self.feature_info = stack_feature_info(features, "features")
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.num_features = hidden
         self.num_classes = num_classes
@@ -53,6 +67,10 @@ class AlexNet(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
@@ -70,9 +88,19 @@ class AlexNet(ZooModel):
         self.classifier[-1] = make_linear_head(self.num_features, num_classes)
 
 
-def _conv_stack(first: nn.Conv2d, pool_args: tuple[int, int]) -> nn.Sequential:
-    """The five convolutions of Fig. 2 (single-GPU widths) after ``first``, with max pools."""
-    return nn.Sequential(
+def create_alexnet(
+    *, small_input: bool, num_classes: int, in_chans: int, dropout: float
+) -> AlexNet:
+    """The five convolutions of Fig. 2 (single-GPU widths) with max pools, and the FC head.
+
+    ``small_input``: a 3×3/1 first conv, 2×2 pools, a 2×2 adaptive pool and FC 1024.
+    """
+    if small_input:
+        first, pool_args, pool_size, hidden = nn.Conv2d(in_chans, 64, 3, padding=1), (2, 2), 2, 1024
+    else:
+        first = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
+        pool_args, pool_size, hidden = (3, 2), 6, 4096
+    features = nn.Sequential(
         first,
         nn.ReLU(inplace=True),
         nn.MaxPool2d(*pool_args),
@@ -87,19 +115,37 @@ def _conv_stack(first: nn.Conv2d, pool_args: tuple[int, int]) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.MaxPool2d(*pool_args),
     )
+    return AlexNet(
+        features, pool_size=pool_size, hidden=hidden, num_classes=num_classes, dropout=dropout
+    )
 
 
-@register_model(family="alexnet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)
+def _cfg(**kwargs) -> ModelCfg:
+    return ModelCfg(
+        family="alexnet", paper=PAPER, first_conv="features.0", classifier="classifier.6", **kwargs
+    )
+
+
+@register_model(
+    _cfg(
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 63, 63),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        torchvision="alexnet",
+    )
+)
 def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet (Krizhevsky et al. 2012, Fig. 2; torchvision layout): 61,100,840 params."""
-    stem = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
-    features = _conv_stack(stem, (3, 2))
-    return AlexNet(features, pool_size=6, hidden=4096, num_classes=num_classes, dropout=dropout)
+    return create_alexnet(
+        small_input=False, num_classes=num_classes, in_chans=in_chans, dropout=dropout
+    )
 
 
-@register_model(family="alexnet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 8, 8)))
 def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet for 28–32 px images: 3×3/1 first conv, 2×2 pools, FC 1024 (see module docstring)."""
-    stem = nn.Conv2d(in_chans, 64, kernel_size=3, padding=1)
-    features = _conv_stack(stem, (2, 2))
-    return AlexNet(features, pool_size=2, hidden=1024, num_classes=num_classes, dropout=dropout)
+    return create_alexnet(
+        small_input=True, num_classes=num_classes, in_chans=in_chans, dropout=dropout
+    )

@@ -36,7 +36,7 @@ released code reproduces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,14 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelCfg,
+    PaperNumbers,
+    PretrainedTag,
+    register_model,
+)
 
 PAPER = (
     "Convolutional Neural Networks with Alternately Updated Clique "
@@ -208,7 +215,14 @@ class CliqueNet(ZooModel):
 
     ``forward_features`` returns the concatenated pooled block features (the multi-scale
     representation); ``forward_head`` applies dropout-free FC.
+
+    Features, two per block (``feature_info``'s ``output``): the block feature {X0, Stage-II}
+    that the classifier path reads, then the transit feature (Stage-II) that the transition reads,
+    at strides 1, 2, 4 (CIFAR) or 4, 8, 16, 32 (ImageNet). ``stages`` "I+II" reads {X0, Stage-I},
+    "I+I" also transits Stage-I.
     """
+
+    head_modules = ("compress", "head_norms", "fc")
 
     def __init__(
         self,
@@ -248,7 +262,14 @@ class CliqueNet(ZooModel):
         self.head_norms = nn.ModuleList()
         channels = stem_channels
         head_features = 0
+        reduction = 1 if stem == "cifar" else 4
+        self.feature_info = []
         for b, (k, n) in enumerate(zip(growth, layers, strict=True)):
+            self.feature_info += [
+                {"num_chs": c, "reduction": reduction, "module": f"blocks.{b}", "output": o}
+                for c, o in ((channels + n * k, "block_feature"), (n * k, "transit_feature"))
+            ]
+            reduction *= 2
             self.blocks.append(
                 CliqueBlock(
                     channels,
@@ -284,24 +305,45 @@ class CliqueNet(ZooModel):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _block(self, b: int, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b``'s block feature (to the classifier) and transit feature."""
+        stage1, stage2 = self.blocks[b](x0)
+        block_feature = torch.cat([x0, *(stage2 if self.stages == "II+II" else stage1)], 1)
+        return block_feature, torch.cat(stage1 if self.stages == "I+I" else stage2, 1)
+
+    def _pool(self, b: int, block_feature: torch.Tensor) -> torch.Tensor:
+        """[Compression], BN-ReLU and global pooling: block ``b``'s part of the representation."""
+        if len(self.compress):
+            block_feature = self.compress[b](block_feature)
+        return F.relu(self.head_norms[b](block_feature)).mean((2, 3))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         pooled = []
-        for b, block in enumerate(self.blocks):
-            stage1, stage2 = block(x)
-            block_feature = torch.cat([x, *(stage2 if self.stages == "II+II" else stage1)], 1)
-            if len(self.compress):
-                block_feature = self.compress[b](block_feature)
-            pooled.append(F.relu(self.head_norms[b](block_feature)).mean((2, 3)))
+        for b in range(len(self.blocks)):
+            block_feature, transit_feature = self._block(b, x)
+            pooled.append(self._pool(b, block_feature))
             if b < len(self.transitions):
-                x = self.transitions[b](torch.cat(stage1 if self.stages == "I+I" else stage2, 1))
+                x = self.transitions[b](transit_feature)
         return torch.cat(pooled, 1)
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.stem(x)
+        block_features = []
+        for b in range(len(self.blocks)):
+            block_feature, transit_feature = self._block(b, x)
+            yield block_feature
+            yield transit_feature
+            block_features.append(block_feature)
+            if b < len(self.transitions):
+                x = self.transitions[b](transit_feature)
+        yield torch.cat([self._pool(b, f) for b, f in enumerate(block_features)], 1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)
 
 
-# ---- the authors' ImageNet checkpoint -----------------------------------------------------------
+# ---- the authors' ImageNet checkpoint ------------------------------------------------------------
 
 
 def is_official_state_dict(state_dict: dict) -> bool:
@@ -356,114 +398,556 @@ def convert_official_state_dict(state_dict: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-# ---- registered models --------------------------------------------------------------------------
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict:
+    """The authors' ImageNet checkpoint layout onto ours; other state dicts pass unchanged."""
+    if is_official_state_dict(state_dict):
+        return convert_official_state_dict(state_dict)
+    return state_dict
 
-_CIFAR_OPTIONS = "attention, bottleneck, compression"
+
+# ---- family factory and data ---------------------------------------------------------------------
 
 
-def _register_cifar(k: int, t: int, options: str, paper_params: str) -> None:
-    a, b, c = "a" in options, "b" in options, "c" in options
-    layers = t // 3 // (2 if b else 1)
-    name = f"cliquenet_k{k}_t{t}" + (f"_{options}" if options else "")
-
-    def builder(
-        *,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        stages: str = "II+II",
-        feedback_layers: int | None = None,
-        memory_efficient: bool = False,
-    ) -> CliqueNet:
-        return CliqueNet(
-            (k, k, k),
-            (layers,) * 3,
-            num_classes,
-            in_chans,
-            "cifar",
-            a,
-            b,
-            c,
-            drop_rate,
-            stages,
-            feedback_layers,
-            memory_efficient,
-        )
-
-    flags = "+".join(o.upper() for o in options) or "no A/B/C"
-    builder.__doc__ = (
-        f"CliqueNet k={k}, T={t} ({flags}; {layers} layers per block), "
-        f"Yang et al. CIFAR table: {paper_params} params."
+def cifar_cliquenet(
+    growth: int,
+    depth: int,
+    *,
+    attention: bool = False,
+    bottleneck: bool = False,
+    compression: bool = False,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """Three blocks of T/3 layers (T/6 clique nodes with the bottleneck: T counts both convs)."""
+    layers = depth // 3 // (2 if bottleneck else 1)
+    return CliqueNet(
+        growth=(growth,) * 3,
+        layers=(layers,) * 3,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="cifar",
+        attention=attention,
+        bottleneck=bottleneck,
+        compression=compression,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
     )
-    builder.__name__ = builder.__qualname__ = name
-    register_model(family="cliquenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)(builder)
-    globals()[name] = builder
 
 
-for _k, _t, _opts, _params in [
-    (36, 12, "", "0.94M"),
-    (64, 15, "", "4.49M"),
-    (80, 15, "", "6.94M"),
-    (80, 18, "", "10.14M"),
-    (36, 12, "a", "0.98M"),
-    (36, 12, "c", "1.04M"),
-    (36, 12, "ac", "1.08M"),
-    (80, 15, "ac", "8.0M"),
-    (12, 36, "", "1.05M"),
-    (24, 18, "", "0.99M"),
-    (150, 30, "abc", "10.02M in the paper, 10.48M in the official code's layout"),
-]:
-    _register_cifar(_k, _t, _opts, _params)
-
-IMAGENET_CONFIGS = {
-    "s0": ((5, 6, 6, 6), (36, 64, 100, 80), "5.7M"),
-    "s1": ((5, 6, 6, 6), (36, 80, 120, 100), "7.96M"),
-    "s2": ((5, 5, 6, 6), (36, 80, 150, 120), "10.0M"),
-    "s3": ((6, 6, 6, 6), (40, 80, 160, 160), "13.17M"),
-}
-
-
-def _register_imagenet(size: str, attention: bool, paper_params: str) -> None:
-    layers, growth, _ = IMAGENET_CONFIGS[size]
-    name = f"cliquenet_{size}" + ("_a" if attention else "")
-
-    def builder(
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        stages: str = "II+II",
-        feedback_layers: int | None = None,
-        memory_efficient: bool = False,
-    ) -> CliqueNet:
-        return CliqueNet(
-            growth,
-            layers,
-            num_classes,
-            in_chans,
-            "imagenet",
-            attention,
-            True,
-            True,
-            drop_rate,
-            stages,
-            feedback_layers,
-            memory_efficient,
-        )
-
-    builder.__doc__ = (
-        f"CliqueNet-{size.upper()}{'' if attention else '*'} (Yang et al. ImageNet "
-        f"table; layers {layers}, k {growth}, B+C{'+A' if attention else ''}): "
-        f"{paper_params} params."
+def _cifar_cfg(
+    params_m: float,
+    cifar10_error: float,
+    cifar100_error: float,
+    source: str = "Yang et al. 2018, CIFAR table",
+    params_exact: bool = True,
+    note: str = "",
+) -> ModelCfg:
+    return ModelCfg(
+        family="cliquenet",
+        paper=PAPER,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 4, 4),
+        first_conv="stem",
+        reference="iboing/CliqueNet models/utils.py (TensorFlow)",
+        paper_numbers=PaperNumbers(
+            source=source,
+            params_m=params_m,
+            cifar10_error=cifar10_error,
+            cifar100_error=cifar100_error,
+            params_exact=params_exact,
+            note=note or "CIFAR without augmentation",
+        ),
+        pretrained_filter_fn=checkpoint_filter_fn,
     )
-    builder.__name__ = builder.__qualname__ = name
-    register_model(family="cliquenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)(
-        builder
+
+
+def _imagenet_cfg(
+    params_m: float,
+    top1_error: float,
+    top5_error: float,
+    weights: dict[str, PretrainedTag] | None = None,
+) -> ModelCfg:
+    return ModelCfg(
+        family="cliquenet",
+        paper=PAPER,
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 29, 29),
+        first_conv="stem.0",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        reference="iboing/CliqueNet imagenet_pytorch/cliquenet.py",
+        paper_numbers=PaperNumbers(
+            source="Yang et al. 2018, ImageNet table (single crop)",
+            params_m=params_m,
+            imagenet_top1_error=top1_error,
+            imagenet_top5_error=top5_error,
+        ),
+        weights=weights or {},
+        pretrained_filter_fn=checkpoint_filter_fn,
     )
-    globals()[name] = builder
 
 
-for _size, (_, _, _params) in IMAGENET_CONFIGS.items():
-    _register_imagenet(_size, False, _params)
-_register_imagenet("s2", True, "11.0M")
-_register_imagenet("s3", True, "14.38M")
+# The authors' release of CliqueNet-S3 (with attention), the only published CliqueNet weights.
+OFFICIAL_S3_WEIGHTS = PretrainedTag(
+    source="https://drive.google.com/open?id=1IcsmIrTYmxd62Whh5nf8Z7grcCxNAfDk",
+    dataset="ImageNet-1k",
+    num_classes=1000,
+    input_size=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    metrics={"top1": 75.99, "top5": 92.85},
+    cache_name="cliquenet_s3_a.official_in1k.pth.tar",
+    notes="the authors' release (Google Drive, no hash published; paper: 24.01% "
+    "top-1 error). Google Drive needs a browser: download it by hand and pass its path.",
+)
+
+
+# ---- CIFAR (Yang et al.'s CIFAR table; k filters per layer, T layers over 3 blocks) -------------
+
+
+@register_model(_cifar_cfg(0.94, 5.93, 27.32))
+def cliquenet_k36_t12(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=36, T=12 (no A/B/C; 4 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=36,
+        depth=12,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(4.49, 5.12, 23.98))
+def cliquenet_k64_t15(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=64, T=15 (no A/B/C; 5 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=64,
+        depth=15,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(6.94, 5.1, 23.32))
+def cliquenet_k80_t15(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=80, T=15 (no A/B/C; 5 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=80,
+        depth=15,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(10.14, 5.06, 23.14))
+def cliquenet_k80_t18(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=80, T=18 (no A/B/C; 6 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=80,
+        depth=18,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(0.98, 5.8, 26.41))
+def cliquenet_k36_t12_a(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=36, T=12 (A; 4 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=36,
+        depth=12,
+        attention=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(1.04, 5.69, 26.45))
+def cliquenet_k36_t12_c(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=36, T=12 (C; 4 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=36,
+        depth=12,
+        compression=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(1.08, 5.61, 25.55))
+def cliquenet_k36_t12_ac(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=36, T=12 (A+C; 4 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=36,
+        depth=12,
+        attention=True,
+        compression=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(8.0, 5.17, 22.78))
+def cliquenet_k80_t15_ac(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=80, T=15 (A+C; 5 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=80,
+        depth=15,
+        attention=True,
+        compression=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(
+    _cifar_cfg(1.05, 5.79, 26.85, source="Yang et al. 2018, README Tab. 4 (iboing/CliqueNet)")
+)
+def cliquenet_k12_t36(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=12, T=36 (no A/B/C; 12 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=12,
+        depth=36,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(
+    _cifar_cfg(0.99, 6.04, 26.57, source="Yang et al. 2018, README Tab. 4 (iboing/CliqueNet)")
+)
+def cliquenet_k24_t18(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=24, T=18 (no A/B/C; 6 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=24,
+        depth=18,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(
+    _cifar_cfg(
+        10.02,
+        5.06,
+        21.83,
+        params_exact=False,
+        note="10.48M in the official code's layout (5 nodes per block, 1×1 + 3×3 each), "
+        "which we follow; no layout of the released code gives 10.02M",
+    )
+)
+def cliquenet_k150_t30_abc(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet k=150, T=30 (A+B+C; 5 layers per block), Yang et al. CIFAR table."""
+    return cifar_cliquenet(
+        growth=150,
+        depth=30,
+        attention=True,
+        bottleneck=True,
+        compression=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+# ---- ImageNet (Yang et al.'s ImageNet table; * = without attention) ------------------------------
+
+
+@register_model(_imagenet_cfg(5.7, 27.52, 8.98))
+def cliquenet_s0(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S0* (Yang et al. ImageNet table): layers 5/6/6/6, k 36/64/100/80, B+C."""
+    return CliqueNet(
+        growth=(36, 64, 100, 80),
+        layers=(5, 6, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=False,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg(7.96, 26.21, 8.3))
+def cliquenet_s1(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S1* (Yang et al. ImageNet table): layers 5/6/6/6, k 36/80/120/100, B+C."""
+    return CliqueNet(
+        growth=(36, 80, 120, 100),
+        layers=(5, 6, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=False,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg(10.0, 25.85, 8.02))
+def cliquenet_s2(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S2* (Yang et al. ImageNet table): layers 5/5/6/6, k 36/80/150/120, B+C."""
+    return CliqueNet(
+        growth=(36, 80, 150, 120),
+        layers=(5, 5, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=False,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg(13.17, 24.98, 7.48))
+def cliquenet_s3(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S3* (Yang et al. ImageNet table): layers 6/6/6/6, k 40/80/160/160, B+C."""
+    return CliqueNet(
+        growth=(40, 80, 160, 160),
+        layers=(6, 6, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=False,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg(11.0, 24.82, 7.51))
+def cliquenet_s2_a(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S2 (Yang et al. ImageNet table): layers 5/5/6/6, k 36/80/150/120, B+C+A."""
+    return CliqueNet(
+        growth=(36, 80, 150, 120),
+        layers=(5, 5, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=True,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg(14.38, 24.01, 7.15, {"official_in1k": OFFICIAL_S3_WEIGHTS}))
+def cliquenet_s3_a(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    stages: str = "II+II",
+    feedback_layers: int | None = None,
+    memory_efficient: bool = False,
+) -> CliqueNet:
+    """CliqueNet-S3 (Yang et al. ImageNet table): layers 6/6/6/6, k 40/80/160/160, B+C+A."""
+    return CliqueNet(
+        growth=(40, 80, 160, 160),
+        layers=(6, 6, 6, 6),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem="imagenet",
+        attention=True,
+        bottleneck=True,
+        compression=True,
+        drop_rate=drop_rate,
+        stages=stages,
+        feedback_layers=feedback_layers,
+        memory_efficient=memory_efficient,
+    )

@@ -16,7 +16,8 @@ arXiv:1608.06993.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import ZooModel, feature_modules, iter_stack, make_linear_head
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = "Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv:1608.06993)"
 
@@ -187,10 +188,12 @@ class DenseNet(ZooModel):
     """DenseNet with an ImageNet stem (7×7/2 + BN-ReLU + max pool) or a CIFAR 3×3 stem.
 
     ``features`` holds conv0[-norm0-relu0-pool0], denseblock{i}, transition{i} and norm5, exactly as
-    torchvision names them.
+    torchvision names them. Features: the stem and every dense block's output, the last after
+    norm5 (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
     """
 
     classifier_name = "classifier"
+    head_modules = ("classifier",)
 
     def __init__(
         self,
@@ -207,7 +210,13 @@ class DenseNet(ZooModel):
     ) -> None:
         super().__init__()
         features = nn.Sequential()
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        stem_tap = "features.relu0" if imagenet else "features.conv0"
+        self.feature_info = [
+            {"num_chs": num_init_features, "reduction": 2 if imagenet else 1, "module": stem_tap}
+        ]
+        reduction = 4 if imagenet else 1
+        if imagenet:
             features.add_module(
                 "conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)
             )
@@ -228,7 +237,13 @@ class DenseNet(ZooModel):
             )
             features.add_module(f"denseblock{i + 1}", block)
             channels += num_layers * growth_rate
-            if i != len(block_config) - 1:
+            last = i == len(block_config) - 1
+            module = "features.norm5" if last else f"features.denseblock{i + 1}"
+            self.feature_info.append(
+                {"num_chs": channels, "reduction": reduction, "module": module}
+            )
+            reduction *= 2
+            if not last:
                 out_channels = int(channels * compression)
                 trans_drop = drop_rate if cifar else 0.0
                 transition = Transition(channels, out_channels, trans_drop, memory_efficient)
@@ -252,105 +267,27 @@ class DenseNet(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(F.relu(x), (1, 1)).flatten(1)
         return x if pre_logits else self.classifier(x)
 
 
-# ---- ImageNet (Table 1; torchvision layout) ------------------------------------------------------
+# ---- checkpoint conversion, family factories and data --------------------------------------------
+
+# torchvision's densenet*-*.pth files predate the module renaming (denselayerN.norm.1 -> norm1);
+# torchvision's own loader renames them the same way.
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
-def _register_imagenet(fn):
-    return register_model(
-        family="densenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000
-    )(fn)
-
-
-def _imagenet(growth: int, blocks: Sequence[int], init: int, **kw) -> DenseNet:
-    return DenseNet(growth, blocks, init, bn_size=4, compression=0.5, stem="imagenet", **kw)
-
-
-@_register_imagenet
-def densenet121(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-121 (Huang et al. Table 1, k=32); 7,978,856 params, as torchvision."""
-    return _imagenet(
-        32,
-        (6, 12, 24, 16),
-        64,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-    )
-
-
-@_register_imagenet
-def densenet161(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-161 (Huang et al. Table 1, k=48)."""
-    return _imagenet(
-        48,
-        (6, 12, 36, 24),
-        96,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-    )
-
-
-@_register_imagenet
-def densenet169(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-169 (Huang et al. Table 1, k=32)."""
-    return _imagenet(
-        32,
-        (6, 12, 32, 32),
-        64,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-    )
-
-
-@_register_imagenet
-def densenet201(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-201 (Huang et al. Table 1, k=32); 20,013,928 params, as torchvision."""
-    return _imagenet(
-        32,
-        (6, 12, 48, 32),
-        64,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-    )
-
-
-# ---- CIFAR (Table 2) -----------------------------------------------------------------------------
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict:
+    """torchvision's legacy DenseNet key names onto ours (timm's ``pretrained_filter_fn``)."""
+    return {_LEGACY_KEY.sub(r"\1\2", k): v for k, v in state_dict.items()}
 
 
 def cifar_densenet(
@@ -379,36 +316,242 @@ def cifar_densenet(
     )
 
 
-def _register_cifar(name: str, depth: int, growth: int, bc: bool, paper_params: str) -> None:
-    def builder(
-        *,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        memory_efficient: bool = False,
-    ) -> DenseNet:
-        return cifar_densenet(
-            depth,
-            growth,
-            bc,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=drop_rate,
-            memory_efficient=memory_efficient,
-        )
-
-    kind = "DenseNet-BC" if bc else "DenseNet"
-    builder.__doc__ = (
-        f"{kind} (L={depth}, k={growth}), Huang et al. Table 2: {paper_params} "
-        "params. The paper trains it with dropout 0.2 when there is no augmentation."
+def _imagenet_cfg(name: str, paper_numbers: PaperNumbers | None = None) -> ModelCfg:
+    """torchvision's and timm's model of the same name share our layout."""
+    return ModelCfg(
+        family="densenet",
+        paper=PAPER,
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 29, 29),
+        first_conv="features.conv0",
+        classifier="classifier",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        torchvision=name,
+        timm=name,
+        paper_numbers=paper_numbers,
+        pretrained_filter_fn=checkpoint_filter_fn,
     )
-    builder.__name__ = builder.__qualname__ = name
-    register_model(family="densenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)(builder)
-    globals()[name] = builder
 
 
-_register_cifar("densenet40_k12", 40, 12, False, "1.0M")
-_register_cifar("densenet100_k12", 100, 12, False, "7.0M")
-_register_cifar("densenet_bc100_k12", 100, 12, True, "0.8M")
-_register_cifar("densenet_bc250_k24", 250, 24, True, "15.3M")
-_register_cifar("densenet_bc190_k40", 190, 40, True, "25.6M")
+def _cifar_cfg(paper_numbers: PaperNumbers) -> ModelCfg:
+    return ModelCfg(
+        family="densenet",
+        paper=PAPER,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 4, 4),
+        first_conv="features.conv0",
+        classifier="classifier",
+        reference="liuzhuang13/DenseNet models/densenet.lua (Torch)",
+        paper_numbers=paper_numbers,
+        pretrained_filter_fn=checkpoint_filter_fn,
+    )
+
+
+def _table2(
+    params_m: float, cifar10_error: float | None = None, cifar100_error: float | None = None
+) -> PaperNumbers:
+    return PaperNumbers(
+        source="Huang et al. 2017, Table 2 (C10, no augmentation)",
+        params_m=params_m,
+        cifar10_error=cifar10_error,
+        cifar100_error=cifar100_error,
+        note="trained with dropout 0.2 when there is no augmentation",
+    )
+
+
+# ---- ImageNet (Table 1; torchvision layout) ------------------------------------------------------
+
+
+@register_model(
+    _imagenet_cfg(
+        "densenet121",
+        PaperNumbers(
+            source="Huang et al. 2017, Table 3 (single crop)",
+            imagenet_top1_error=25.02,
+            imagenet_top5_error=7.71,
+        ),
+    )
+)
+def densenet121(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-121 (Huang et al. Table 1, k=32); 7,978,856 params, as torchvision."""
+    return DenseNet(
+        growth_rate=32,
+        block_config=(6, 12, 24, 16),
+        num_init_features=64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg("densenet161"))
+def densenet161(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-161 (Huang et al. Table 1, k=48)."""
+    return DenseNet(
+        growth_rate=48,
+        block_config=(6, 12, 36, 24),
+        num_init_features=96,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg("densenet169"))
+def densenet169(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-169 (Huang et al. Table 1, k=32)."""
+    return DenseNet(
+        growth_rate=32,
+        block_config=(6, 12, 32, 32),
+        num_init_features=64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_imagenet_cfg("densenet201"))
+def densenet201(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-201 (Huang et al. Table 1, k=32); 20,013,928 params, as torchvision."""
+    return DenseNet(
+        growth_rate=32,
+        block_config=(6, 12, 48, 32),
+        num_init_features=64,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+# ---- CIFAR (Table 2) -----------------------------------------------------------------------------
+
+
+@register_model(_cifar_cfg(_table2(1.0, 7.00, 27.55)))
+def densenet40_k12(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet (L=40, k=12), Huang et al. Table 2."""
+    return cifar_densenet(
+        depth=40,
+        growth_rate=12,
+        bc=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(_table2(7.0, 5.77, 23.79)))
+def densenet100_k12(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet (L=100, k=12), Huang et al. Table 2."""
+    return cifar_densenet(
+        depth=100,
+        growth_rate=12,
+        bc=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(_table2(0.8, 5.92, 24.15)))
+def densenet_bc100_k12(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-BC (L=100, k=12), Huang et al. Table 2."""
+    return cifar_densenet(
+        depth=100,
+        growth_rate=12,
+        bc=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(_table2(15.3, 5.19, 19.64)))
+def densenet_bc250_k24(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-BC (L=250, k=24), Huang et al. Table 2."""
+    return cifar_densenet(
+        depth=250,
+        growth_rate=24,
+        bc=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(_table2(25.6)))
+def densenet_bc190_k40(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet-BC (L=190, k=40), Huang et al. Table 2 (reported with augmentation only)."""
+    return cifar_densenet(
+        depth=190,
+        growth_rate=40,
+        bc=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )

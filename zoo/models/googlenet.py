@@ -16,12 +16,14 @@ the stride-2 convs and the first two max pools, then 3a-3b, pool, 4a-4e, pool, 5
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import ZooModel, feature_modules, make_linear_head
+from zoo.registry import ModelCfg, register_model
 
 PAPER = "Going Deeper with Convolutions (Szegedy et al., CVPR 2015, arXiv:1409.4842)"
 
@@ -98,10 +100,29 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(x))
 
 
+# The trunk in forward order (the auxiliary heads branch off after 4a and 4d).
+TRUNK = (
+    "conv1",
+    "maxpool1",
+    "conv2",
+    "conv3",
+    "maxpool2",
+    "inception3a",
+    "inception3b",
+    "maxpool3",
+    *(f"inception4{m}" for m in "abcde"),
+    "maxpool4",
+    "inception5a",
+    "inception5b",
+)
+
+
 class GoogLeNet(ZooModel):
+    """Features: the stem's convolutions and the last module of each Inception stage (3b, 4e,
+    5b): strides 2, 4, 8, 16, 32 at 224 px; 1, 1, 2, 4 for ``small_input`` (no stride-2 stem)."""
+
     aux_loss_weight = 0.3
-    # torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them.
-    pretrained_optional_prefixes = ("aux1.", "aux2.")
+    head_modules = ("avgpool", "dropout", "fc", "aux1", "aux2")
 
     def __init__(
         self,
@@ -131,6 +152,16 @@ class GoogLeNet(ZooModel):
             channels = module.out_channels
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        stem = [("conv1", 192, 1)] if small_input else [("conv1", 64, 2), ("conv3", 192, 4)]
+        r = 1 if small_input else 8  # at inception3b: the stem's strides and pools
+        stages = [
+            ("inception3b", 480, r),
+            ("inception4e", 832, 2 * r),
+            ("inception5b", channels, 4 * r),
+        ]
+        self.feature_info = [
+            {"num_chs": c, "reduction": red, "module": m} for m, c, red in [*stem, *stages]
+        ]
         if aux_logits:
             self.aux1: InceptionAux | None = InceptionAux(512, num_classes, dropout_aux)
             self.aux2: InceptionAux | None = InceptionAux(528, num_classes, dropout_aux)
@@ -163,6 +194,14 @@ class GoogLeNet(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, with_aux=False)[0]
 
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        taps = feature_modules(self.feature_info)
+        for name in TRUNK:
+            x = getattr(self, name)(x)
+            if name in taps:
+                yield x
+        yield x
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.dropout(torch.flatten(self.avgpool(x), 1))
         return x if pre_logits else self.fc(x)
@@ -187,7 +226,30 @@ class GoogLeNet(ZooModel):
             self.aux_logits, self.aux1, self.aux2 = False, None, None
 
 
-@register_model(family="googlenet", paper=PAPER, input_size=(3, 224, 224), num_classes=1000)
+def _cfg(**kwargs) -> ModelCfg:
+    """torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them."""
+    return ModelCfg(
+        family="googlenet",
+        paper=PAPER,
+        first_conv="conv1.conv",
+        classifier=("fc", "aux1.fc2", "aux2.fc2"),
+        pretrained_optional=("aux1.", "aux2."),
+        **kwargs,
+    )
+
+
+@register_model(
+    _cfg(
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 15, 15),
+        # torchvision builds GoogLeNet with transform_input=True for its weights: that layer turns
+        # ImageNet-normalised input into (x - 0.5) / 0.5, so that is what the weights expect.
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        torchvision="googlenet",
+    )
+)
 def googlenet(
     *,
     num_classes: int = 1000,
@@ -197,10 +259,16 @@ def googlenet(
     dropout_aux: float = 0.7,
 ) -> GoogLeNet:
     """GoogLeNet (Szegedy et al. Table 1; torchvision layout): 13,004,888 params with aux heads."""
-    return GoogLeNet(num_classes, in_chans, aux_logits, dropout, dropout_aux)
+    return GoogLeNet(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        aux_logits=aux_logits,
+        dropout=dropout,
+        dropout_aux=dropout_aux,
+    )
 
 
-@register_model(family="googlenet", paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 2, 2)))
 def googlenet_cifar(
     *,
     num_classes: int = 10,
@@ -210,4 +278,11 @@ def googlenet_cifar(
     dropout_aux: float = 0.7,
 ) -> GoogLeNet:
     """GoogLeNet for 28–32 px images: 3×3/192 stem, no early downsampling (see module docstring)."""
-    return GoogLeNet(num_classes, in_chans, aux_logits, dropout, dropout_aux, small_input=True)
+    return GoogLeNet(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        aux_logits=aux_logits,
+        dropout=dropout,
+        dropout_aux=dropout_aux,
+        small_input=True,
+    )

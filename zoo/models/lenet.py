@@ -14,17 +14,32 @@ The parameter count is 61,706 at 1 channel and 10 classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import (
+    ZooModel,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+    stack_feature_info,
+)
+from zoo.registry import ModelCfg, register_model
 
 PAPER = "Gradient-Based Learning Applied to Document Recognition (LeCun et al., Proc. IEEE 1998)"
 
 
 class LeNet5(ZooModel):
+    """C1-S2-C3-S4 in ``features``, C5-F6 in ``pre_logits``, the output layer in ``fc``.
+
+    Features: C1's and C3's activations and S4 (strides 1, 2, 4 on the 32×32 field).
+    """
+
+    head_modules = ("pre_logits", "fc")
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -50,6 +65,7 @@ class LeNet5(ZooModel):
             act(),
             pool_layer(2),  # S4: 10 -> 5
         )
+        self.feature_info = stack_feature_info(self.features, "features")
         self.pre_logits = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * 5 * 5, 120),  # C5
@@ -60,20 +76,40 @@ class LeNet5(ZooModel):
         self.fc = make_linear_head(84, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if (h, w) != (32, 32):
-            if h > 32 or w > 32:
-                raise ValueError(f"LeNet-5 reads images up to 32x32, got {h}x{w}")
-            top, left = (32 - h) // 2, (32 - w) // 2
-            x = F.pad(x, (left, 32 - w - left, top, 32 - h - top))
-        return self.features(x)
+        return self.features(pad_to_32(x))
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        taps = feature_modules(self.feature_info)
+        x = yield from iter_stack(self.features, pad_to_32(x), taps, "features")
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
 
 
-@register_model(family="lenet", paper=PAPER, input_size=(1, 32, 32), num_classes=10)
+def pad_to_32(x: torch.Tensor) -> torch.Tensor:
+    """Centre smaller images in the 32×32 field with zeros (§II.B)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (32, 32):
+        return x
+    if h > 32 or w > 32:
+        raise ValueError(f"LeNet-5 reads images up to 32x32, got {h}x{w}")
+    top, left = (32 - h) // 2, (32 - w) // 2
+    return F.pad(x, (left, 32 - w - left, top, 32 - h - top))
+
+
+@register_model(
+    ModelCfg(
+        family="lenet",
+        paper=PAPER,
+        input_size=(1, 32, 32),
+        num_classes=10,
+        min_input_size=(1, 1, 1),  # smaller images are zero-padded to 32×32
+        fixed_input_size=True,
+        first_conv="features.0",
+    )
+)
 def lenet5(
     *, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"
 ) -> LeNet5:

@@ -20,12 +20,14 @@ and backward NFE (the paper's Fig. 3c/3d), ``reset_step_stats()`` zeroes them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import ZooModel, feature_modules, iter_stack, make_linear_head
+from zoo.registry import ModelCfg, PaperNumbers, register_model
 
 PAPER = "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018, arXiv:1806.07366)"
 WIDTH = 64
@@ -142,7 +144,12 @@ class ResBlock(nn.Module):
 
 
 class ODENet(ZooModel):
-    """Downsampler, feature stage (an ODE block or residual blocks), GN-ReLU-pool-FC head."""
+    """Downsampler, feature stage (an ODE block or residual blocks), GN-ReLU-pool-FC head.
+
+    Features: the downsampler at strides 1 and 2, and the feature stage's output (stride 4).
+    """
+
+    head_modules = ("norm", "fc")
 
     def __init__(
         self, feature: str = "ode", num_classes: int = 10, in_chans: int = 1, **ode_options
@@ -159,6 +166,7 @@ class ODENet(ZooModel):
                 nn.Conv2d(WIDTH, WIDTH, 4, 2, 1),
             )
             self.features: nn.Module = ODEBlock(ODEFunc(WIDTH), **ode_options)
+            taps = ("downsampling.2", "downsampling.5")
         else:
             self.downsampling = nn.Sequential(
                 nn.Conv2d(in_chans, WIDTH, 3, 1),
@@ -166,15 +174,26 @@ class ODENet(ZooModel):
                 ResBlock(WIDTH, WIDTH, 2),
             )
             self.features = nn.Sequential(*[ResBlock(WIDTH, WIDTH) for _ in range(6)])
+            taps = ("downsampling.0", "downsampling.1")
+        self.feature_info = [
+            {"num_chs": WIDTH, "reduction": r, "module": m}
+            for m, r in [(taps[0], 1), (taps[1], 2), ("features", 4)]
+        ]
         self.norm = group_norm(WIDTH)
         self.relu = nn.ReLU(inplace=True)
         self.num_features = WIDTH
         self.num_classes = num_classes
         self.fc = make_linear_head(WIDTH, num_classes)
-        self._nfe_backward_start = 0
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.downsampling(x))
+
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        taps = feature_modules(self.feature_info)
+        x = yield from iter_stack(self.downsampling, x, taps, "downsampling")
+        x = self.features(x)
+        yield x
+        yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.relu(self.norm(x)).mean((2, 3))
@@ -196,11 +215,42 @@ class ODENet(ZooModel):
         }
 
 
-def _register(fn):
-    return register_model(family="odenet", paper=PAPER, input_size=(1, 28, 28), num_classes=10)(fn)
+def create_odenet(kind: str, num_classes: int, in_chans: int, **ode_options) -> ODENet:
+    """``kind``: "ode" (any solver), "rk" (a fixed-step solver, backprop through it, the paper's
+    RK-Net) or "res" (six residual blocks)."""
+    if kind == "rk":
+        solver = ode_options.get("solver")
+        if solver not in FIXED_SOLVERS:
+            raise ValueError(
+                f"rknet_mnist needs a fixed-step solver {FIXED_SOLVERS}, got {solver!r}"
+            )
+        ode_options["adjoint"] = False
+    feature = "res" if kind == "res" else "ode"
+    return ODENet(feature, num_classes=num_classes, in_chans=in_chans, **ode_options)
 
 
-@_register
+def _cfg(
+    params_m: float, mnist_error: float, params_exact: bool = True, min_size: int = 6
+) -> ModelCfg:
+    return ModelCfg(
+        family="odenet",
+        paper=PAPER,
+        input_size=(1, 28, 28),
+        num_classes=10,
+        min_input_size=(1, min_size, min_size),
+        first_conv="downsampling.0",
+        reference="rtqichen/torchdiffeq examples/odenet_mnist.py",
+        paper_numbers=PaperNumbers(
+            source="Chen et al. 2018, Table 1",
+            params_m=params_m,
+            mnist_error=mnist_error,
+            params_exact=params_exact,
+            note="" if params_exact else "208,266 in torchdiffeq's example layout, which we follow",
+        ),
+    )
+
+
+@register_model(_cfg(0.22, 0.42, params_exact=False))
 def odenet_mnist(
     *,
     num_classes: int = 10,
@@ -213,10 +263,10 @@ def odenet_mnist(
     step_size: float | None = None,
 ) -> ODENet:
     """ODE-Net (Chen et al. 2018, Table 1): dopri5 ODE block with the adjoint; 208,266 params."""
-    return ODENet(
-        "ode",
-        num_classes,
-        in_chans,
+    return create_odenet(
+        kind="ode",
+        num_classes=num_classes,
+        in_chans=in_chans,
         solver=solver,
         rtol=rtol,
         atol=atol,
@@ -226,7 +276,7 @@ def odenet_mnist(
     )
 
 
-@_register
+@register_model(_cfg(0.22, 0.47, params_exact=False))
 def rknet_mnist(
     *,
     num_classes: int = 10,
@@ -240,20 +290,17 @@ def rknet_mnist(
     Direct backprop is what defines RK-Net, so there is no ``adjoint`` option; ``solver`` takes
     torchdiffeq's fixed-grid methods (``euler`` with ``step_size=1`` is one residual block).
     """
-    if solver not in FIXED_SOLVERS:
-        raise ValueError(f"rknet_mnist needs a fixed-step solver {FIXED_SOLVERS}, got {solver!r}")
-    return ODENet(
-        "ode",
-        num_classes,
-        in_chans,
+    return create_odenet(
+        kind="rk",
+        num_classes=num_classes,
+        in_chans=in_chans,
         solver=solver,
-        adjoint=False,
         integration_time=integration_time,
         step_size=step_size,
     )
 
 
-@_register
+@register_model(_cfg(0.60, 0.41, min_size=3))
 def resnet_mnist(*, num_classes: int = 10, in_chans: int = 1) -> ODENet:
     """The paper's MNIST ResNet baseline (Table 1): six residual blocks; 601,482 params."""
-    return ODENet("res", num_classes, in_chans)
+    return create_odenet(kind="res", num_classes=num_classes, in_chans=in_chans)

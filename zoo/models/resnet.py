@@ -15,14 +15,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER_HE = "Deep Residual Learning for Image Recognition (He et al., CVPR 2016, arXiv:1512.03385)"
 PAPER_LI = (
@@ -117,8 +118,11 @@ class ResNet(ZooModel):
     """A ResNet with an ImageNet stem (7×7/2 + max pool) or a CIFAR stem (3×3/1).
 
     ``layers[i]`` blocks at ``widths[i]`` channels; every stage after the first halves the size.
-    Attribute names (conv1, bn1, layer1…, fc) are torchvision's.
+    Attribute names (conv1, bn1, layer1…, fc) are torchvision's. Features: the stem's activation
+    and every stage's output (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
     """
+
+    head_modules = ("avgpool", "fc")
 
     def __init__(
         self,
@@ -147,6 +151,18 @@ class ResNet(ZooModel):
             stage = self._make_layer(block, width, n, stride=1 if i == 0 else 2, shortcut=shortcut)
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(layers)
+        reduction = 2 if stem == "imagenet" else 1
+        self.feature_info = [{"num_chs": widths[0], "reduction": reduction, "module": "relu"}]
+        reduction *= 2 if stem == "imagenet" else 1  # the max pool
+        for i, width in enumerate(widths):
+            reduction *= 1 if i == 0 else 2
+            self.feature_info.append(
+                {
+                    "num_chs": width * block.expansion,
+                    "reduction": reduction,
+                    "module": f"layer{i + 1}",
+                }
+            )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = widths[-1] * block.expansion
         self.num_classes = num_classes
@@ -185,87 +201,23 @@ class ResNet(ZooModel):
             x = getattr(self, f"layer{i + 1}")(x)
         return x
 
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.relu(self.bn1(self.conv1(x)))
+        yield x
+        x = self.maxpool(x)
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+            yield x
+        yield x
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
         return x if pre_logits else self.fc(x)
 
 
-# ---- ImageNet (He et al. Table 1; torchvision layout) -------------------------------------------
+# ---- family factories and data ------------------------------------------------------------------
 
-_IMAGENET_WIDTHS = (64, 128, 256, 512)
-
-
-def _imagenet(block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], **kw) -> ResNet:
-    return ResNet(block, layers, _IMAGENET_WIDTHS, stem="imagenet", **kw)
-
-
-def _register_imagenet(fn):
-    return register_model(
-        family="resnet", paper=PAPER_HE, input_size=(3, 224, 224), num_classes=1000
-    )(fn)
-
-
-@_register_imagenet
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
-    """ResNet-18 (He et al. Table 1); 11,689,512 params, as torchvision."""
-    return _imagenet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@_register_imagenet
-def resnet34(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
-    """ResNet-34 (He et al. Table 1)."""
-    return _imagenet(
-        BasicBlock,
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@_register_imagenet
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
-    """ResNet-50 (He et al. Table 1, bottleneck); 25,557,032 params, 4.09 GMACs at 224."""
-    return _imagenet(
-        Bottleneck,
-        (3, 4, 6, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@_register_imagenet
-def resnet101(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
-    """ResNet-101 (He et al. Table 1, bottleneck)."""
-    return _imagenet(
-        Bottleneck,
-        (3, 4, 23, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@_register_imagenet
-def resnet152(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
-    """ResNet-152 (He et al. Table 1, bottleneck)."""
-    return _imagenet(
-        Bottleneck,
-        (3, 8, 36, 3),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-# ---- CIFAR (He et al. §4.2; Li et al. §5) --------------------------------------------------------
+IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 
 def cifar_resnet(
@@ -287,37 +239,236 @@ def cifar_resnet(
     )
 
 
-def _register_cifar(family: str, paper: str, depth: int, width: int = 1, noshort: bool = False):
-    """Register a CIFAR ResNet builder named from its depth/width (the twins share this code)."""
-    if width == 1:
-        name = f"resnet{depth}" + ("_noshort" if noshort else "")
-    else:
-        name = f"wrn{depth}_{width}" + ("_noshort" if noshort else "")
-
-    if noshort:
-
-        def builder(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
-            return cifar_resnet(
-                depth, width=width, num_classes=num_classes, in_chans=in_chans, shortcut="none"
-            )
-
-        builder.__doc__ = f"{name}: {depth}-layer CIFAR ResNet without shortcuts (Li et al. §5)."
-    else:
-
-        def builder(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
-            return cifar_resnet(
-                depth, width=width, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut
-            )
-
-        builder.__doc__ = f"{name}: {depth}-layer CIFAR ResNet, x{width} wide (He et al. §4.2)."
-    builder.__name__ = builder.__qualname__ = name
-    register_model(family=family, paper=paper, input_size=(3, 32, 32), num_classes=10)(builder)
-    globals()[name] = builder
+def _imagenet_cfg(name: str) -> ModelCfg:
+    """torchvision's and timm's model of the same name share our layout."""
+    return ModelCfg(
+        family="resnet",
+        paper=PAPER_HE,
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 1, 1),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        torchvision=name,
+        timm=name,
+    )
 
 
-for _depth in (20, 32, 44, 56, 110):
-    _register_cifar("resnet", PAPER_HE, _depth)
-    _register_cifar("resnet_noshort", PAPER_LI, _depth, noshort=True)
-for _width in (2, 4, 8):
-    _register_cifar("resnet", PAPER_LI, 56, width=_width)
-    _register_cifar("resnet_noshort", PAPER_LI, 56, width=_width, noshort=True)
+def _cifar_cfg(paper: str = PAPER_HE, paper_numbers: PaperNumbers | None = None) -> ModelCfg:
+    return ModelCfg(
+        family="resnet",
+        paper=paper,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 1, 1),
+        reference="tomgoldstein/loss-landscape cifar10/models/resnet.py (option-B shortcuts)",
+        paper_numbers=paper_numbers,
+    )
+
+
+def _noshort_cfg(paper_numbers: PaperNumbers | None = None) -> ModelCfg:
+    return dataclasses.replace(_cifar_cfg(PAPER_LI, paper_numbers), family="resnet_noshort")
+
+
+def _he_table6(params_m: float, cifar10_error: float) -> PaperNumbers:
+    """He et al. count and train the CIFAR ResNets with option-A (parameter-free) shortcuts."""
+    return PaperNumbers(
+        source="He et al. 2016, Table 6",
+        params_m=params_m,
+        cifar10_error=cifar10_error,
+        builder_kwargs={"shortcut": "A"},
+        note="CIFAR-10 with crop + flip augmentation",
+    )
+
+
+def _li_error(cifar10_error: float, where: str = "Fig. 5") -> PaperNumbers:
+    return PaperNumbers(
+        source=f"Li et al. 2018, {where}",
+        cifar10_error=cifar10_error,
+        note="CIFAR-10 with crop + flip augmentation, lr 0.1",
+    )
+
+
+# ---- ImageNet (He et al. Table 1; torchvision layout) -------------------------------------------
+
+
+@register_model(_imagenet_cfg("resnet18"))
+def resnet18(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
+    """ResNet-18 (He et al. Table 1); 11,689,512 params, as torchvision."""
+    return ResNet(
+        block=BasicBlock,
+        layers=(2, 2, 2, 2),
+        widths=IMAGENET_WIDTHS,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+@register_model(_imagenet_cfg("resnet34"))
+def resnet34(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
+    """ResNet-34 (He et al. Table 1)."""
+    return ResNet(
+        block=BasicBlock,
+        layers=(3, 4, 6, 3),
+        widths=IMAGENET_WIDTHS,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+@register_model(_imagenet_cfg("resnet50"))
+def resnet50(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
+    """ResNet-50 (He et al. Table 1, bottleneck); 25,557,032 params, 4.09 GMACs at 224."""
+    return ResNet(
+        block=Bottleneck,
+        layers=(3, 4, 6, 3),
+        widths=IMAGENET_WIDTHS,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+@register_model(_imagenet_cfg("resnet101"))
+def resnet101(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
+    """ResNet-101 (He et al. Table 1, bottleneck)."""
+    return ResNet(
+        block=Bottleneck,
+        layers=(3, 4, 23, 3),
+        widths=IMAGENET_WIDTHS,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+@register_model(_imagenet_cfg("resnet152"))
+def resnet152(*, num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False):
+    """ResNet-152 (He et al. Table 1, bottleneck)."""
+    return ResNet(
+        block=Bottleneck,
+        layers=(3, 8, 36, 3),
+        widths=IMAGENET_WIDTHS,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+# ---- CIFAR (He et al. §4.2, Table 6) ------------------------------------------------------------
+
+
+@register_model(_cifar_cfg(paper_numbers=_he_table6(0.27, 8.75)))
+def resnet20(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """ResNet-20: 20-layer CIFAR ResNet (He et al. §4.2)."""
+    return cifar_resnet(depth=20, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut)
+
+
+@register_model(_cifar_cfg(paper_numbers=_he_table6(0.46, 7.51)))
+def resnet32(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """ResNet-32: 32-layer CIFAR ResNet (He et al. §4.2)."""
+    return cifar_resnet(depth=32, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut)
+
+
+@register_model(_cifar_cfg(paper_numbers=_he_table6(0.66, 7.17)))
+def resnet44(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """ResNet-44: 44-layer CIFAR ResNet (He et al. §4.2)."""
+    return cifar_resnet(depth=44, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut)
+
+
+@register_model(_cifar_cfg(paper_numbers=_he_table6(0.85, 6.97)))
+def resnet56(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """ResNet-56: 56-layer CIFAR ResNet (He et al. §4.2)."""
+    return cifar_resnet(depth=56, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut)
+
+
+@register_model(_cifar_cfg(paper_numbers=_he_table6(1.7, 6.43)))
+def resnet110(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """ResNet-110: 110-layer CIFAR ResNet (He et al. §4.2)."""
+    return cifar_resnet(depth=110, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut)
+
+
+# ---- wide CIFAR ResNets (Li et al. Fig. 6) ------------------------------------------------------
+
+
+@register_model(_cifar_cfg(PAPER_LI))
+def wrn56_2(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """WRN-56-2: ResNet-56 with every stage twice as wide (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=2, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut
+    )
+
+
+@register_model(_cifar_cfg(PAPER_LI))
+def wrn56_4(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """WRN-56-4: ResNet-56 with every stage four times as wide (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=4, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut
+    )
+
+
+@register_model(_cifar_cfg(PAPER_LI, _li_error(3.93, "Fig. 6")))
+def wrn56_8(*, num_classes: int = 10, in_chans: int = 3, shortcut: str = "B") -> ResNet:
+    """WRN-56-8: ResNet-56 with every stage eight times as wide (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=8, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut
+    )
+
+
+# ---- no-shortcut twins (Li et al. §5, Fig. 5 and 6) ---------------------------------------------
+
+
+@register_model(_noshort_cfg(_li_error(8.18)))
+def resnet20_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """ResNet-20 without shortcuts (Li et al. §5)."""
+    return cifar_resnet(depth=20, num_classes=num_classes, in_chans=in_chans, shortcut="none")
+
+
+@register_model(_noshort_cfg())
+def resnet32_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """ResNet-32 without shortcuts (Li et al. §5)."""
+    return cifar_resnet(depth=32, num_classes=num_classes, in_chans=in_chans, shortcut="none")
+
+
+@register_model(_noshort_cfg())
+def resnet44_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """ResNet-44 without shortcuts (Li et al. §5)."""
+    return cifar_resnet(depth=44, num_classes=num_classes, in_chans=in_chans, shortcut="none")
+
+
+@register_model(_noshort_cfg(_li_error(13.31)))
+def resnet56_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """ResNet-56 without shortcuts (Li et al. §5)."""
+    return cifar_resnet(depth=56, num_classes=num_classes, in_chans=in_chans, shortcut="none")
+
+
+@register_model(_noshort_cfg(_li_error(16.44)))
+def resnet110_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """ResNet-110 without shortcuts (Li et al. §5)."""
+    return cifar_resnet(depth=110, num_classes=num_classes, in_chans=in_chans, shortcut="none")
+
+
+@register_model(_noshort_cfg())
+def wrn56_2_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """WRN-56-2 without shortcuts (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=2, num_classes=num_classes, in_chans=in_chans, shortcut="none"
+    )
+
+
+@register_model(_noshort_cfg())
+def wrn56_4_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """WRN-56-4 without shortcuts (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=4, num_classes=num_classes, in_chans=in_chans, shortcut="none"
+    )
+
+
+@register_model(_noshort_cfg(_li_error(8.70, "Fig. 6")))
+def wrn56_8_noshort(*, num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """WRN-56-8 without shortcuts (Li et al. Fig. 6)."""
+    return cifar_resnet(
+        depth=56, width=8, num_classes=num_classes, in_chans=in_chans, shortcut="none"
+    )

@@ -13,11 +13,19 @@ head is one 512→classes linear layer after global pooling.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
-from zoo.registry import register_model
+from zoo.models.base import (
+    ZooModel,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+    stack_feature_info,
+)
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = (
     "Very Deep Convolutional Networks for Large-Scale Image Recognition "
@@ -53,7 +61,6 @@ CONFIGS: dict[str, list[int | str]] = {
         "M",
     ],
 }
-DEPTH_TO_CONFIG = {11: "A", 13: "B", 16: "D", 19: "E"}
 
 
 def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool, ceil_mode: bool = False):
@@ -72,7 +79,13 @@ def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool, ceil_mode
 
 
 class VGG(ZooModel):
-    """``features``, ``avgpool``, ``classifier`` as in torchvision; ``small_head`` for 32 px."""
+    """``features``, ``avgpool``, ``classifier`` as in torchvision; ``small_head`` for 32 px.
+
+    Features: each stage's activation before its pool (strides 1, 2, 4, 8, 16) and the last pool
+    (stride 32).
+    """
+
+    head_modules = ("avgpool", "classifier")
 
     def __init__(
         self,
@@ -83,6 +96,7 @@ class VGG(ZooModel):
     ) -> None:
         super().__init__()
         self.features = features
+        self.feature_info = stack_feature_info(features, "features")
         self.num_classes = num_classes
         self.small_head = small_head
         if small_head:
@@ -115,6 +129,10 @@ class VGG(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
+        yield x
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
         if not pre_logits:
@@ -131,31 +149,217 @@ class VGG(ZooModel):
         self.classifier[-1] = make_linear_head(self.num_features, num_classes)
 
 
-def _register(depth: int, batch_norm: bool, cifar: bool) -> None:
-    name = f"vgg{depth}" + ("_bn" if batch_norm else "") + ("_cifar" if cifar else "")
-    cfg = CONFIGS[DEPTH_TO_CONFIG[depth]]
+def create_vgg(
+    *,
+    config: str,
+    batch_norm: bool,
+    small_input: bool,
+    num_classes: int,
+    in_chans: int,
+    dropout: float,
+) -> VGG:
+    """A VGG of Table 1's ``config``; ``small_input``: ceil-mode pools and a 512→classes head."""
+    features = make_layers(CONFIGS[config], in_chans, batch_norm, ceil_mode=small_input)
+    return VGG(features, num_classes=num_classes, dropout=dropout, small_head=small_input)
 
-    def builder(
-        *, num_classes: int = 10 if cifar else 1000, in_chans: int = 3, dropout: float = 0.5
-    ) -> VGG:
-        features = make_layers(cfg, in_chans, batch_norm, ceil_mode=cifar)
-        return VGG(features, num_classes=num_classes, dropout=dropout, small_head=cifar)
 
-    bn = " with BatchNorm" if batch_norm else ""
-    where = "for 28–32 px inputs, 512→classes head" if cifar else "torchvision layout"
-    builder.__doc__ = (
-        f"VGG-{depth}{bn} (Simonyan & Zisserman Table 1, config {DEPTH_TO_CONFIG[depth]}); {where}."
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict:
+    """timm's VGG head (a conv MLP: ``pre_logits.fc1/fc2``, ``head.fc``) onto torchvision's
+    ``classifier.0/3/6`` (the inverse of timm's ``vgg._filter_fn``)."""
+    if "pre_logits.fc1.weight" not in state_dict or "head.fc.weight" not in state_dict:
+        return state_dict
+    sd = dict(state_dict)
+    fc1 = sd.pop("pre_logits.fc1.weight")
+    sd["classifier.0.weight"] = fc1.reshape(fc1.shape[0], -1)
+    sd["classifier.0.bias"] = sd.pop("pre_logits.fc1.bias")
+    sd["classifier.3.weight"] = sd.pop("pre_logits.fc2.weight").flatten(1)
+    sd["classifier.3.bias"] = sd.pop("pre_logits.fc2.bias")
+    sd["classifier.6.weight"] = sd.pop("head.fc.weight")
+    sd["classifier.6.bias"] = sd.pop("head.fc.bias")
+    return sd
+
+
+def _imagenet_cfg(name: str, params_m: float | None = None) -> ModelCfg:
+    """torchvision's and timm's model of the same name (timm's head converted on loading);
+    ``params_m`` as Table 2 prints it (the paper has no BatchNorm variants)."""
+    return ModelCfg(
+        family="vgg",
+        paper=PAPER,
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        min_input_size=(3, 32, 32),
+        first_conv="features.0",
+        classifier="classifier.6",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        torchvision=name,
+        timm=name,
+        paper_numbers=(
+            PaperNumbers(source="Simonyan & Zisserman 2015, Table 2", params_m=params_m)
+            if params_m
+            else None
+        ),
+        pretrained_filter_fn=checkpoint_filter_fn,
     )
-    builder.__name__ = builder.__qualname__ = name
-    size = (3, 32, 32) if cifar else (3, 224, 224)
-    register_model(family="vgg", paper=PAPER, input_size=size, num_classes=10 if cifar else 1000)(
-        builder
+
+
+def _cifar_cfg() -> ModelCfg:
+    return ModelCfg(
+        family="vgg",
+        paper=PAPER,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 1, 1),
+        first_conv="features.0",
+        classifier="classifier.0",
+        reference="kuangliu/pytorch-cifar models/vgg.py (BatchNorm, 512→classes head)",
     )
-    globals()[name] = builder
 
 
-for _depth in (11, 13, 16, 19):
-    for _bn in (False, True):
-        _register(_depth, _bn, cifar=False)
-for _depth in (11, 16, 19):
-    _register(_depth, True, cifar=True)
+# ---- ImageNet (Table 1; torchvision layout) ------------------------------------------------------
+
+
+@register_model(_imagenet_cfg("vgg11", params_m=133))
+def vgg11(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 (Simonyan & Zisserman Table 1, config A); torchvision layout."""
+    return create_vgg(
+        config="A",
+        batch_norm=False,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg11_bn"))
+def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 with BatchNorm (Simonyan & Zisserman Table 1, config A); torchvision layout."""
+    return create_vgg(
+        config="A",
+        batch_norm=True,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg13", params_m=133))
+def vgg13(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 (Simonyan & Zisserman Table 1, config B); torchvision layout."""
+    return create_vgg(
+        config="B",
+        batch_norm=False,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg13_bn"))
+def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 with BatchNorm (Simonyan & Zisserman Table 1, config B); torchvision layout."""
+    return create_vgg(
+        config="B",
+        batch_norm=True,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg16", params_m=138))
+def vgg16(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 (Simonyan & Zisserman Table 1, config D); torchvision layout."""
+    return create_vgg(
+        config="D",
+        batch_norm=False,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg16_bn"))
+def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 with BatchNorm (Simonyan & Zisserman Table 1, config D); torchvision layout."""
+    return create_vgg(
+        config="D",
+        batch_norm=True,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg19", params_m=144))
+def vgg19(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 (Simonyan & Zisserman Table 1, config E); torchvision layout."""
+    return create_vgg(
+        config="E",
+        batch_norm=False,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_imagenet_cfg("vgg19_bn"))
+def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 with BatchNorm (Simonyan & Zisserman Table 1, config E); torchvision layout."""
+    return create_vgg(
+        config="E",
+        batch_norm=True,
+        small_input=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+# ---- 28–32 px inputs -----------------------------------------------------------------------------
+
+
+@register_model(_cifar_cfg())
+def vgg11_bn_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 with BatchNorm (Simonyan & Zisserman config A) for 28–32 px, 512→classes head."""
+    return create_vgg(
+        config="A",
+        batch_norm=True,
+        small_input=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_cifar_cfg())
+def vgg16_bn_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 with BatchNorm (Simonyan & Zisserman config D) for 28–32 px, 512→classes head."""
+    return create_vgg(
+        config="D",
+        batch_norm=True,
+        small_input=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )
+
+
+@register_model(_cifar_cfg())
+def vgg19_bn_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 with BatchNorm (Simonyan & Zisserman config E) for 28–32 px, 512→classes head."""
+    return create_vgg(
+        config="E",
+        batch_norm=True,
+        small_input=True,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        dropout=dropout,
+    )

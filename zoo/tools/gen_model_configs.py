@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from zoo.registry import get_model_entry, list_models
+from zoo.factory import list_models
+from zoo.registry import get_model_entry
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 

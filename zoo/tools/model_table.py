@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.registry import list_models, model_info
+from zoo.factory import list_models, model_info
 
 BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
 

@@ -1,44 +1,164 @@
-"""Trainer callbacks of the zoo."""
+"""Trainer callbacks of the zoo: the training clock and budget, ``last.ckpt``, the test curve.
+
+Each keeps its state in the checkpoint, so a run resumed with ``ckpt_path=last`` continues its
+clock, its budget and its time-to-accuracy curve where the interrupted piece stopped.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
+
+
+class TrainingClock(pl.Callback):
+    """Training wall time and images seen, summed over every resumed piece of a run.
+
+    With ``budget_s`` the run stops after the first step that reaches the budget (Li, Yumer &
+    Ramanan, ICLR 2020); the validation of that last, partial epoch still runs.
+    """
+
+    def __init__(self, budget_s: float | None = None) -> None:
+        self.budget_s = budget_s
+        self.previous_s = 0.0  # time of the pieces before this one
+        self.images = 0
+        self._piece_start: float | None = None
+        self.now = time.perf_counter  # the time source (tests drive a simulated one)
+
+    @property
+    def state_key(self) -> str:
+        return "TrainingClock"
+
+    def elapsed(self) -> float:
+        running = self.now() - self._piece_start if self._piece_start is not None else 0
+        return self.previous_s + running
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent in the block does not count as training (e.g. the test curve's evaluation)."""
+        start = self.now()
+        try:
+            yield
+        finally:
+            self.previous_s -= self.now() - start
+
+    def progress(self) -> float:
+        """Fraction of the budget spent (0 without a budget)."""
+        return min(1.0, self.elapsed() / self.budget_s) if self.budget_s else 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._piece_start = self.now()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.previous_s, self._piece_start = self.elapsed(), None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[1]) * trainer.world_size
+        if self.budget_s and self.elapsed() >= self.budget_s:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed_s": self.elapsed(), "images": self.images, "budget_s": self.budget_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.previous_s = float(state_dict.get("elapsed_s", 0.0))
+        self.images = int(state_dict.get("images", 0))
+
+
+def training_clock(trainer: pl.Trainer) -> TrainingClock | None:
+    return next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` after every training epoch (after its validation), improved or not, and —
+    with ``every_min`` — every that many minutes inside an epoch, so a multi-hour epoch can be
+    resumed where it was. Written atomically by the trainer's checkpoint IO."""
+
+    def __init__(self, dirpath: str | Path, every_min: float | None = None) -> None:
+        if every_min is not None and every_min <= 0:
+            raise ValueError(f"callbacks.checkpoint_every_min={every_min}: use minutes > 0 or null")
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_s = every_min * 60 if every_min else None
+        self._last_save = time.perf_counter()
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        trainer.save_checkpoint(self.path, weights_only=False)  # a full checkpoint, to resume
+        self._last_save = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_save = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        due = self.every_s and time.perf_counter() - self._last_save >= self.every_s
+        if due and batch_idx + 1 < trainer.num_training_batches and not trainer.should_stop:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
 
 
 class TestCurve(pl.Callback):
-    """Test top-1 after every training epoch, with the seconds since ``start``.
+    """Test top-1 after every training epoch, with the training clock's seconds at that point.
 
     For time-to-accuracy measurements (docs/performance.md): the test set is only observed, never
     used for model selection (``results.json`` still reports the best-validation checkpoint).
-    The time includes these evaluations, so it is an upper bound on the training time.
+    The clock is paused while the test set is evaluated: the seconds are training time only
+    (validation included), and a time budget is not spent on these observations.
     """
 
-    def __init__(self, start: float | None = None) -> None:
-        self.start = time.perf_counter() if start is None else start
+    def __init__(self, time_to: list[float] | None = None) -> None:
+        self.time_to_percent = list(time_to or [])
         self.curve: list[dict[str, float]] = []
+
+    @property
+    def state_key(self) -> str:
+        return "TestCurve"
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loader = trainer.datamodule.test_dataloader()
-        was_training = pl_module.training
-        pl_module.eval()
-        correct = total = 0
-        for x, y in loader:
-            logits = pl_module(x.to(pl_module.device))
-            correct += int((logits.argmax(1).cpu() == y).sum())
-            total += len(y)
-        pl_module.train(was_training)
+        clock = training_clock(trainer)
+        with clock.paused() if clock else nullcontext():
+            correct, total = self._evaluate(trainer, pl_module)
         self.curve.append(
             {
                 "epoch": trainer.current_epoch + 1,
-                "seconds": round(time.perf_counter() - self.start, 2),
+                "seconds": round(clock.elapsed(), 2) if clock else float("nan"),
                 "test_acc1": correct / max(1, total),
             }
         )
 
+    @staticmethod
+    def _evaluate(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[int, int]:
+        was_training = pl_module.training
+        pl_module.eval()
+        correct = total = 0
+        for x, y in trainer.datamodule.test_dataloader():
+            logits = pl_module(x.to(pl_module.device))
+            correct += int((logits.argmax(1).cpu() == y).sum())
+            total += len(y)
+        pl_module.train(was_training)
+        return correct, total
+
     def time_to(self, accuracy: float) -> float | None:
         """Seconds until test top-1 first reached ``accuracy`` (a fraction), or None."""
         return next((p["seconds"] for p in self.curve if p["test_acc1"] >= accuracy), None)
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "test_curve": self.curve,
+            "time_to_acc1": {f"{t:g}": self.time_to(t / 100) for t in self.time_to_percent},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = list(state_dict.get("curve", []))

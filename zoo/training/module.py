@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,8 +14,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.factory import create_model
 from zoo.fast import optimize
-from zoo.registry import create_model
+from zoo.training.callbacks import LastCheckpoint, TrainingClock
+from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
+from zoo.training.instantiate import build
 
 log = logging.getLogger(__name__)
 
@@ -44,59 +46,7 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool) -
     ]
 
 
-def build_optimizer(params: list[dict], cfg: dict) -> torch.optim.Optimizer:
-    name = cfg["name"]
-    if name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg["lr"],
-            momentum=cfg.get("momentum", 0.9),
-            nesterov=cfg.get("nesterov", False),
-        )
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
-    raise UserError(f"unknown optimizer {name!r}; use optim=sgd or optim=adamw")
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: dict | None, max_epochs: int, steps_per_epoch: int
-) -> dict | None:
-    """Per-step schedule: multistep (epochs or fractions), cosine, onecycle; linear warm-up."""
-    if not cfg or cfg.get("name") in (None, "none", "constant"):
-        return None
-    name = cfg["name"]
-    total = max(1, max_epochs * steps_per_epoch)
-    warmup = int(cfg.get("warmup_epochs", 0) * steps_per_epoch)
-    if name == "onecycle":
-        max_lrs = [g["lr"] for g in optimizer.param_groups]
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lrs, total_steps=total, pct_start=cfg.get("pct_start", 0.25)
-        )
-        return {"scheduler": sched, "interval": "step"}
-
-    if name == "multistep":
-        milestones = [
-            m * max_epochs if isinstance(m, float) and m < 1 else m for m in cfg["milestones"]
-        ]
-        steps = [int(m * steps_per_epoch) for m in milestones]
-        gamma = cfg.get("gamma", 0.1)
-
-        def factor(step: int) -> float:
-            return gamma ** sum(step >= s for s in steps)
-    elif name == "cosine":
-        floor = cfg.get("min_lr_ratio", 0.0)
-
-        def factor(step: int) -> float:
-            t = min(1.0, max(0, step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    else:
-        raise UserError(f"unknown scheduler {name!r}; use multistep, cosine, onecycle or none")
-
-    def with_warmup(step: int) -> float:
-        return factor(step) * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, with_warmup)
-    return {"scheduler": sched, "interval": "step"}
+DEFAULT_OPTIM = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "weight_decay": 5e-4}
 
 
 class ZooClassifier(pl.LightningModule):
@@ -104,7 +54,9 @@ class ZooClassifier(pl.LightningModule):
 
     Hyper-parameters saved in every checkpoint: ``model_name``, ``model_kwargs`` and ``data``
     (dataset name, classes, channels, size, mean/std), enough to rebuild the model and its
-    preprocessing from the checkpoint alone.
+    preprocessing from the checkpoint alone. With ``distill`` ({teacher, temperature, alpha}) the
+    model learns from a frozen teacher too (:func:`zoo.training.distill.kd_loss`); the teacher is
+    not part of the module's state_dict, so checkpoints and exported weights hold the student only.
     """
 
     def __init__(
@@ -121,6 +73,8 @@ class ZooClassifier(pl.LightningModule):
         seed: int = 0,
         fast: bool = False,
         adversarial: dict[str, Any] | None = None,
+        budget_s: float | None = None,
+        distill: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -131,10 +85,17 @@ class ZooClassifier(pl.LightningModule):
         elif channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.adversarial = self._check_adversarial(adversarial)
+        self.distill = check_distill(distill)
+        teacher = load_teacher(self.distill["teacher"], data or {}) if self.distill else None
+        # Outside the module tree: no parameters in the state_dict or the optimizer, and
+        # LightningModule.train() never switches it out of eval mode.
+        object.__setattr__(self, "teacher", teacher)
         # Kept out of the module tree so the state_dict has no second copy of the weights.
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
-        self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4})
-        self.sched_cfg = dict(scheduler or {})
+        self.optim_cfg = dict(optim or DEFAULT_OPTIM)
+        self.sched_cfg = dict(scheduler or {"_target_": "zoo.training.schedules.constant"})
+        self.clock = TrainingClock(budget_s)  # a callback of this module (configure_callbacks)
+        self._rng_to_restore: torch.Tensor | None = None
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
         num_classes = int(model_kwargs.get("num_classes") or 10)
@@ -147,6 +108,9 @@ class ZooClassifier(pl.LightningModule):
                 self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
             )
             setattr(self, f"{split}_loss", MeanMetric())
+        # A checkpoint taken inside an epoch carries the epoch's running training metrics.
+        self.train_acc1.persistent(True)
+        self.train_loss.persistent(True)
 
     @staticmethod
     def _check_adversarial(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -179,18 +143,52 @@ class ZooClassifier(pl.LightningModule):
         return self._forward(x)
 
     def _loss(
-        self, out: torch.Tensor | tuple, y: torch.Tensor
+        self, out: torch.Tensor | tuple, y: torch.Tensor, teacher_logits: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy; a tuple output is (main, *auxiliary) as GoogLeNet's in training."""
-        if isinstance(out, tuple):
-            main, *aux = out
-            weight = getattr(self.model, "aux_loss_weight", 0.3)
+        """Cross-entropy (with ``teacher_logits``: the distillation loss of the main output); a
+        tuple output is (main, *auxiliary) as GoogLeNet's in training."""
+        main, *aux = out if isinstance(out, tuple) else (out,)
+        if teacher_logits is None:
             loss = F.cross_entropy(main, y, label_smoothing=self.label_smoothing)
+        else:
+            loss = kd_loss(
+                main,
+                teacher_logits,
+                y,
+                self.distill["temperature"],
+                self.distill["alpha"],
+                label_smoothing=self.label_smoothing,
+            )
+        if aux:
+            weight = getattr(self.model, "aux_loss_weight", 0.3)
             loss = loss + weight * sum(
                 F.cross_entropy(a, y, label_smoothing=self.label_smoothing) for a in aux
             )
-            return loss, main
-        return F.cross_entropy(out, y, label_smoothing=self.label_smoothing), out
+        return loss, main
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        teacher: Teacher | None = self.teacher
+        if teacher is None:
+            return None
+        if teacher.shift.device != x.device:
+            teacher.to(x.device)
+        return teacher(x)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self.clock]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("torch_rng_state")
+
+    def on_train_start(self) -> None:
+        # Resumed inside an epoch (on_train_epoch_start is not called again for it): continue
+        # the random stream where the checkpoint left it.
+        if self._rng_to_restore is not None and self.trainer.fit_loop.restarted_mid_epoch:
+            torch.set_rng_state(self._rng_to_restore)
+        self._rng_to_restore = None
 
     def on_train_epoch_start(self) -> None:
         # Dropout and other randomness of epoch e depend only on (seed, e): resumed runs match.
@@ -205,12 +203,18 @@ class ZooClassifier(pl.LightningModule):
             x = self._adversarial_batch(x, y)
         if hasattr(self.model, "reset_step_stats"):
             self.model.reset_step_stats()
-        loss, logits = self._loss(self(x), y)
+        loss, logits = self._loss(self(x), y, self._teacher_logits(x))
         if not torch.isfinite(loss):
+            saved = [c.path for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)]
+            kept = (
+                f"the last good checkpoint is kept ({saved[0]})"
+                if saved and saved[0].is_file()
+                else "no checkpoint had been written yet"
+            )
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step "
                 f"{self.global_step}; lower the learning rate or clip gradients "
-                "(trainer.gradient_clip_val); the last good checkpoint is kept in checkpoints/"
+                f"(trainer.gradient_clip_val); {kept}"
             )
         self.train_loss.update(loss.detach())
         self.train_acc1.update(logits.detach(), y)
@@ -254,16 +258,39 @@ class ZooClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch, from the data module (without setting up Lightning's
+        training data early, which would start the loader before a checkpoint's state is loaded)."""
+        trainer = self.trainer
+        batches = len(trainer.datamodule.train_dataloader())
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None:
+            batches = int(batches * limit)
+        return max(1, -(-batches // trainer.accumulate_grad_batches))
+
     def configure_optimizers(self):
-        cfg = self.optim_cfg
-        groups = param_groups(
-            self.model, cfg.get("weight_decay", 0.0), cfg.get("exclude_bn_bias", False)
-        )
-        optimizer = build_optimizer(groups, cfg)
-        steps = max(
-            1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1)
-        )
-        sched = build_scheduler(optimizer, self.sched_cfg, self.trainer.max_epochs or 1, steps)
-        if sched is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": sched}
+        cfg = dict(self.optim_cfg)
+        exclude_bn_bias = cfg.pop("exclude_bn_bias", False)
+        groups = param_groups(self.model, cfg.get("weight_decay", 0.0), exclude_bn_bias)
+        optimizer = build(cfg, "optim")(groups)
+        schedule = build(self.sched_cfg, "scheduler")
+        steps_per_epoch = self.steps_per_epoch()
+        if self.clock.budget_s:
+
+            def progress(step: int) -> float:
+                return self.clock.progress()
+        else:
+            total = steps_per_epoch * max(1, self.trainer.max_epochs or 1)
+            if self.trainer.max_steps and self.trainer.max_steps > 0:
+                total = min(total, self.trainer.max_steps)
+
+            def progress(step: int) -> float:
+                return step / total
+
+        scheduler = schedule.scheduler(optimizer, progress, steps_per_epoch)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

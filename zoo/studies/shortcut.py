@@ -21,10 +21,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.analysis import hessian, landscape
+from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text
+from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text, pyplot
+from zoo.paths import CONF_DIR
+from zoo.training.run import build_datamodule, train
 
-CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODEL = CONF_DIR / "model"
 
 
 def _model_cfg(name: str) -> DictConfig:
@@ -35,8 +38,6 @@ def _model_cfg(name: str) -> DictConfig:
 
 
 def _train_one(cfg: DictConfig, name: str, out: Path) -> dict[str, Any]:
-    from zoo.training.run import train
-
     results_file = out / "results.json"
     if results_file.is_file():
         return json.loads(results_file.read_text())
@@ -52,8 +53,6 @@ def _train_one(cfg: DictConfig, name: str, out: Path) -> dict[str, Any]:
 
 
 def analyse(cfg: DictConfig, results: dict[str, Any], out: Path, dm) -> dict[str, Any]:
-    from zoo.pretrained import model_from_checkpoint
-
     study = cfg.study
     model, _ = model_from_checkpoint(results["best_checkpoint"])
     batches = landscape.fixed_batches(dm, study.num_images)
@@ -84,8 +83,6 @@ def analyse(cfg: DictConfig, results: dict[str, Any], out: Path, dm) -> dict[str
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    from zoo.training.run import build_datamodule
-
     out = Path(cfg.output_dir)
     rows = []
     for name in cfg.study.models:
@@ -111,10 +108,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _figure(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = 2 if len(rows) > 1 else 1
     n_rows = (len(rows) + cols - 1) // cols

@@ -1,0 +1,73 @@
+"""Budgeted training (Li, Yumer & Ramanan, ICLR 2020): a wall-clock budget instead of epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import SYNTHETIC_TINY, SimulatedCrash, StepRecorder, run_train
+
+from zoo.training.schedules import cosine, linear, multistep, onecycle
+
+BUDGET = [
+    *SYNTHETIC_TINY,
+    "model=lenet5",
+    "data.image_size=28",
+    "data.in_chans=1",
+    "data.num_samples=160",  # 8 steps an epoch: the budget ends inside an epoch
+    "scheduler=linear",
+    "train.budget_s=1.5",
+    "+callbacks.probe._target_=helpers.step_recorder",
+    "+callbacks.probe.step_s=0.1",  # simulated time: 15 steps make the budget
+]
+
+
+def test_budget_stops_within_one_step_and_the_schedule_ends_with_it(tmp_path: Path) -> None:
+    results = run_train(tmp_path, BUDGET)
+    rec = StepRecorder.last
+    assert len(rec.elapsed) == 15  # the step that reached the budget was the last one
+    assert rec.final_progress == 1.0 and rec.final_lr == pytest.approx(0.0, abs=1e-12)
+    assert results["budget_s"] == 1.5 and results["test_acc1"] is not None
+    assert results["images_seen"] == 16 * len(rec.elapsed)
+    assert results["wall_time_s"] == pytest.approx(1.5) and results["epochs"] == 2
+
+
+def test_budget_is_total_time_across_resumed_pieces(tmp_path: Path) -> None:
+    args = [*BUDGET, "train.budget_s=4"]
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=9"]
+    with pytest.raises(SimulatedCrash):
+        run_train(tmp_path, [*args, *crash])
+    first_piece = StepRecorder.last.elapsed[:]
+    run_train(tmp_path, [*args, "ckpt_path=last"])
+    resumed = StepRecorder.last.elapsed
+    # the clock goes on from the checkpoint at the end of epoch 1 (8 steps), not from zero
+    assert len(first_piece) == 9 and resumed[0] == pytest.approx(first_piece[8])
+    assert len(resumed) == 40 - 8 and resumed[-1] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "start", "end"),
+    [
+        (linear(), 1.0, 0.0),
+        (cosine(min_lr_ratio=0.1), 1.0, 0.1),
+        (multistep(milestones=[0.5, 0.75]), 1.0, 0.01),
+        (onecycle(), 1 / 25, 1 / 25e4),
+    ],
+)
+def test_schedules_run_from_start_to_end_of_progress(schedule, start: float, end: float) -> None:
+    assert schedule.factor(0.0) == pytest.approx(start)
+    assert schedule.factor(1.0) == pytest.approx(end)
+    values = [schedule.factor(p / 100) for p in range(101)]
+    if schedule is not None and start > end and start == 1.0:
+        assert all(a >= b - 1e-12 for a, b in zip(values, values[1:], strict=False))
+
+
+def test_warmup_is_linear_over_its_epochs() -> None:
+    lam = linear(warmup_epochs=2).lr_lambda(lambda step: 0.0, steps_per_epoch=10)
+    assert [lam(s) for s in (0, 9, 19, 25)] == pytest.approx([0.05, 0.5, 1.0, 1.0])
+
+
+def test_multistep_milestones_in_epochs_need_max_epochs() -> None:
+    assert multistep(milestones=[5], max_epochs=10).factor(0.6) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="max_epochs"):
+        multistep(milestones=[5])

@@ -1,0 +1,34 @@
+"""zoo.profiling: warm-up calls are not timed, the median is taken, saved bytes are counted once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo import profiling
+
+
+def test_median_seconds_skips_warmup_and_takes_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    durations = iter([100.0, 5.0, 1.0, 3.0, 2.0, 4.0])  # one slow warm-up call, then 5 timed
+    clock = [0.0]
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: clock[0])
+
+    def step() -> None:
+        clock[0] += next(durations)
+
+    assert profiling.median_seconds(step, repeats=5, warmup=1) == 3.0
+    with pytest.raises(StopIteration):
+        step()  # exactly warmup + repeats calls were made
+
+
+def test_saved_tensor_bytes_counts_each_storage_once() -> None:
+    class Square(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * x  # autograd saves x twice, one storage
+
+    x = torch.randn(4, 8, requires_grad=True)
+    linear = torch.nn.Linear(8, 3, bias=False)
+    # x W^T saves x (for dW) and W (for dx): 4*8 + 3*8 floats.
+    assert profiling.saved_tensor_bytes(linear, x) == (4 * 8 + 3 * 8) * 4
+    assert linear.weight.grad is not None  # the backward pass ran
+    assert profiling.saved_tensor_bytes(Square(), x) == 4 * 8 * 4

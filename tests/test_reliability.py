@@ -1,0 +1,201 @@
+"""Runs that can be trusted for hours: checkpoints, resume with history, run folders, bad values."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import SYNTHETIC_TINY, SimulatedCrash, cli, one_line_error, run_train
+
+from zoo.errors import UserError
+
+# 4 epochs of 12 steps: small enough for a second, long enough to interrupt inside an epoch.
+RUN = [
+    "model=lenet5",
+    "data=synthetic",
+    "data.num_samples=448",
+    "data.val_size=64",
+    "data.num_test=64",
+    "data.image_size=28",
+    "data.in_chans=1",
+    "data.batch_size=32",
+    "trainer.max_epochs=4",
+    "trainer.log_every_n_steps=5",
+    "threads=1",
+    "callbacks.test_curve=true",
+]
+TIMING = {"seconds"}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _crash_then_resume(out: Path, step: int, extra: list[str]) -> dict:
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", f"+callbacks.crash.step={step}"]
+    with pytest.raises(SimulatedCrash):
+        run_train(out, [*RUN, *extra, *crash])
+    assert not (out / "results.json").exists()
+    return run_train(out, [*RUN, *extra, "ckpt_path=last"])
+
+
+@pytest.mark.parametrize(
+    ("step", "extra"),
+    [
+        (26, []),  # killed in epoch 2: resumes from the end of epoch 1
+        (30, ["callbacks.checkpoint_every_min=1e-9"]),  # a checkpoint after every step
+    ],
+    ids=["epoch-end", "mid-epoch"],
+)
+def test_resume_keeps_the_whole_history(tmp_path: Path, step: int, extra: list[str]) -> None:
+    full = run_train(tmp_path / "full", [*RUN, *extra])
+    resumed = _crash_then_resume(tmp_path / "resumed", step, extra)
+    for key in ("epochs", "global_steps", "best_val_acc1", "test_acc1", "test_loss", "images_seen"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+    # metrics.csv holds every epoch from the first, as the uninterrupted run's
+    a, b = _rows(tmp_path / "full" / "metrics.csv"), _rows(tmp_path / "resumed" / "metrics.csv")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ra:
+            assert float(ra[key] or 0) == pytest.approx(float(rb[key] or 0), rel=1e-5), key
+    # the time-to-accuracy curve continues, and the wall time adds the pieces' times
+    assert [p["epoch"] for p in resumed["test_curve"]] == [1, 2, 3, 4]
+    for pa, pb in zip(full["test_curve"], resumed["test_curve"], strict=True):
+        assert pa["test_acc1"] == pytest.approx(pb["test_acc1"])
+    seconds = [p["seconds"] for p in resumed["test_curve"]]
+    assert seconds == sorted(seconds) and resumed["wall_time_s"] >= seconds[-1]
+
+
+def test_last_checkpoint_after_every_epoch_even_without_improvement(tmp_path: Path) -> None:
+    # lr 0 after a first epoch: validation never improves again, last.ckpt must still move on
+    run_train(tmp_path, [*RUN, "trainer.max_epochs=3", "optim.lr=1e-12", "scheduler=none"])
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True, mmap=True)
+    assert last["epoch"] == 2 and best["epoch"] < last["epoch"]
+
+
+def test_a_run_folder_is_never_silently_overwritten(tmp_path: Path) -> None:
+    run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+    files = ["metrics.csv", "config.yaml", "results.json", "checkpoints/last.ckpt"]
+    before = {f: (tmp_path / f).read_bytes() for f in files}
+    with pytest.raises(UserError, match="already holds a run.*ckpt_path=last.*overwrite=true"):
+        run_train(tmp_path, [*RUN, "trainer.max_epochs=1", "seed=1"])
+    with pytest.raises(UserError):  # a failing run changes nothing either
+        run_train(tmp_path, [*RUN, "model=resnet20", "model.shortcut=C"])
+    assert {f: (tmp_path / f).read_bytes() for f in files} == before
+    results = run_train(tmp_path, [*RUN, "trainer.max_epochs=1", "seed=1", "overwrite=true"])
+    assert results["seed"] == 1 and len({r["epoch"] for r in _rows(tmp_path / "metrics.csv")}) == 1
+
+
+def test_one_run_per_folder(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{sleeper.pid} {os.uname().nodename}\n")
+        with pytest.raises(UserError, match=f"another run \\(PID {sleeper.pid}\\)"):
+            run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+        assert not (tmp_path / "config.yaml").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the lock of a process that is gone is stale: the run takes it and releases it at the end
+    results = run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+    assert results["epochs"] == 1 and not (tmp_path / ".lock").exists()
+
+
+def test_resume_refuses_another_model_naming_the_options(tmp_path: Path) -> None:
+    base = [*SYNTHETIC_TINY, "data.image_size=16", "data.in_chans=1", "trainer.max_epochs=1"]
+    run_train(tmp_path, [*base, "model=resnet20", "model.shortcut=A"])
+    with pytest.raises(UserError, match=r"other model options \(shortcut: 'A' -> 'B'\)"):
+        run_train(tmp_path, [*base, "model=resnet20", "ckpt_path=last", "trainer.max_epochs=2"])
+    with pytest.raises(UserError, match="trained as 'resnet20', not 'lenet5'"):
+        run_train(tmp_path, [*base, "model=lenet5", "ckpt_path=last", "trainer.max_epochs=2"])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", b"PK\x03\x04truncated"])
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    proc = cli("train.py", [*SYNTHETIC_TINY, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/run"])
+    line = one_line_error(proc)
+    assert str(bad) in line and "weights_only=False" not in line
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("threads=-1", "threads"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("trainer.precision=fp17", "trainer.precision"),
+        ("train.budget_s=0", "train.budget_s"),
+        ("allocator=fast", "allocator"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(tmp_path: Path, override: str, key: str) -> None:
+    with pytest.raises(UserError, match=f"^{key}=.* is not valid: use "):
+        run_train(tmp_path, [*SYNTHETIC_TINY, override])
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_bad_value_on_the_command_line(tmp_path: Path) -> None:
+    line = one_line_error(cli("train.py", ["data.batch_size=0", f"hydra.run.dir={tmp_path}"]))
+    assert line.startswith("error: data.batch_size=0 is not valid")
+
+
+def test_final_test_honours_limit_test_batches(tmp_path: Path, monkeypatch) -> None:
+    from zoo.training.module import ZooClassifier
+
+    calls = []
+    original = ZooClassifier.test_step
+    monkeypatch.setattr(
+        ZooClassifier, "test_step", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    base = [*SYNTHETIC_TINY, "data.image_size=16", "data.in_chans=1", "trainer.max_epochs=1"]
+    run_train(
+        tmp_path,
+        [*base, "data.num_test=64", "data.eval_batch_size=16", "trainer.limit_test_batches=1"],
+    )
+    assert len(calls) == 1
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from zoo.training import run
+
+    saves = []
+    original = run.AtomicCheckpointIO.save_checkpoint
+
+    def save(self, checkpoint, path, storage_options=None):
+        saves.append(path)
+        if len(saves) > 2:  # best + last of epoch 1 are written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(run.AtomicCheckpointIO, "save_checkpoint", save)
+    with pytest.raises(UserError, match="disk is full.*last good checkpoint is kept"):
+        run_train(tmp_path, [*RUN, "trainer.max_epochs=3"])
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+
+
+def test_nan_loss_says_whether_a_checkpoint_exists(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="loss became (nan|inf).*no checkpoint had been written"):
+        run_train(tmp_path, [*RUN, "optim.lr=1e12"])
+
+
+def test_results_json_is_valid_after_resume(tmp_path: Path) -> None:
+    results = _crash_then_resume(tmp_path, 14, [])
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_an_input_too_small_for_the_model_names_the_smallest_size(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="densenet121 needs inputs of at least"):
+        run_train(tmp_path, [*SYNTHETIC_TINY, "model=densenet121", "data.image_size=16"])

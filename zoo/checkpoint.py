@@ -1,0 +1,191 @@
+"""Checkpoints for tasks: the exact model a zoo checkpoint holds, and the data to run it on.
+
+Tasks that analyse one trained model (``evaluate.py task=eval|landscape|hessian|robustness``) start
+from a Lightning ``.ckpt`` written by ``train.py`` or from an exported ``.safetensors`` with its
+``.json`` beside it (``python -m zoo.tools.export``). The model is rebuilt from the saved name and
+builder arguments and its weights are loaded strictly: weights that do not fit (a classifier or a
+first convolution of another size) are refused, never adapted or re-initialised, so an evaluation
+can never score a random head. Damaged or foreign files end in one ``UserError`` naming the file.
+The data are normalised with the statistics stored with the checkpoint (those of its training
+split), not recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from zoo.errors import UserError
+from zoo.factory import create_model
+from zoo.pretrained import read_state_dict, unwrap_state_dict
+
+if TYPE_CHECKING:
+    from zoo.data import InMemoryDataModule
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
+PICKLE_MAGIC = b"\x80"  # torch.save's legacy format: a pickle, protocol 2 or later
+
+
+def _check_file(path: Path) -> None:
+    """Reject what cannot be a checkpoint before a reader sees it: no file, a directory, an empty
+    file, or (for ``.ckpt``/``.pt``) bytes that are neither torch.save format."""
+    if path.is_dir():
+        raise UserError(
+            f"checkpoint {path} is a directory; give a file such as {path}/checkpoints/best.ckpt"
+        )
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes): it was not written completely")
+    if path.suffix != ".safetensors":
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
+            raise UserError(
+                f"{path} is not a PyTorch checkpoint (its first bytes are {head!r}); give a .ckpt "
+                "written by train.py or a .safetensors exported by python -m zoo.tools.export"
+            )
+        if head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path):
+            raise UserError(f"checkpoint {path} is truncated (its zip directory is missing)")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """The ``.json`` written beside exported weights: model name, builder arguments, data."""
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        raise UserError(f"{path.name} needs its model config {meta.name} beside it")
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{meta} is not readable JSON ({err}); export the weights again") from None
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("model"), str)
+        or not isinstance(info.get("model_kwargs"), dict)
+    ):
+        raise UserError(
+            f"{meta} lacks the model name ('model') or its builder arguments ('model_kwargs'); "
+            "export the weights again with python -m zoo.tools.export"
+        )
+    return info
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a zoo checkpoint and its ``info``: ``model``, ``model_kwargs``, ``data``."""
+    path = Path(path).expanduser()
+    _check_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+
+        info = _read_sidecar(path)
+        try:
+            sd = read_state_dict(path)
+        except SafetensorError as err:
+            raise UserError(
+                f"{path} is not a readable .safetensors file ({err}): it may be truncated; "
+                "export or download it again"
+            ) from None
+        return sd, info
+    ckpt = read_state_dict(path)
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or "model_name" not in hp:
+        raise UserError(
+            f"{path.name} is not a zoo training checkpoint (no model_name in its "
+            "hyper_parameters); use create_model(name, pretrained=path) for plain weights"
+        )
+    info = {
+        "model": hp["model_name"],
+        "model_kwargs": dict(hp.get("model_kwargs") or {}),
+        "data": dict(hp.get("data") or {}),
+    }
+    state = ckpt.get("state_dict")
+    if isinstance(state, dict) and any(k.startswith("model.") for k in state):
+        # The LightningModule holds the network as ``model``; anything else it saved is not ours.
+        sd = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    else:
+        sd = unwrap_state_dict(ckpt)
+    return sd, info
+
+
+def _show(keys: list[str], limit: int = 4) -> str:
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(sd)`` with every missing, unexpected or misshapen key an error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    misshapen = [
+        f"{k} {list(sd[k].shape)} in the file, {list(own[k].shape)} in the model"
+        for k in sorted(set(own) & set(sd))
+        if sd[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{len(missing)} missing [{_show(missing)}]" if missing else "",
+        f"{len(unexpected)} unexpected [{_show(unexpected)}]" if unexpected else "",
+        f"{len(misshapen)} of another shape [{_show(misshapen, 2)}]" if misshapen else "",
+    ]
+    if any(parts):
+        raise UserError(
+            f"{source}: the weights do not fit the model their own config describes: "
+            + "; ".join(p for p in parts if p)
+            + ". Nothing is re-initialised for an evaluation: use the config these weights "
+            "were saved with"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild exactly the model of a ``.ckpt`` or an exported ``.safetensors`` + ``.json``.
+
+    Returns ``(model, info)``, the model in eval mode on the CPU.
+    """
+    sd, info = read_checkpoint(path)
+    name, kwargs = info["model"], dict(info["model_kwargs"])
+    try:
+        model = create_model(name, **kwargs)
+    except (ValueError, TypeError) as err:  # unknown name or builder argument
+        raise UserError(f"{Path(path).name}: {err}") from None
+    load_strict(model, sd, f"{Path(path).name} ({name}, {kwargs})")
+    return model.eval(), info
+
+
+def load_checkpoint_and_data(
+    cfg: DictConfig, task: str, stage: str = "test"
+) -> tuple[nn.Module, dict[str, Any], InMemoryDataModule]:
+    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
+    statistics stored with the checkpoint. Shared by every task that analyses one checkpoint.
+
+    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
+    """
+    if not cfg.ckpt_path:
+        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
+    model, info = model_from_checkpoint(cfg.ckpt_path)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    dm = instantiate(data_cfg)
+    dm.setup(stage)
+    if info.get("data", {}).get("mean"):
+        dm.mean = torch.tensor(info["data"]["mean"])
+        dm.std = torch.tensor(info["data"]["std"])
+    num_classes = model.num_classes
+    if dm.num_classes != num_classes:
+        raise UserError(
+            f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
+            f"{dm.num_classes}"
+        )
+    in_chans = info["model_kwargs"].get("in_chans", info.get("data", {}).get("in_chans"))
+    if in_chans is not None and dm.in_chans != int(in_chans):
+        raise UserError(
+            f"{cfg.ckpt_path} ({info['model']}) takes {in_chans}-channel images but "
+            f"data={dm.name} has {dm.in_chans} channels; evaluate it on data with {in_chans} "
+            "channels (the data it was trained on)"
+        )
+    return model, info, dm

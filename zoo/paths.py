@@ -1,0 +1,6 @@
+"""Where the project's own files are: the Hydra configs next to the package."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"

@@ -1,0 +1,55 @@
+"""Measurement helpers shared by the comparison, the benchmarks and the analyses: step timing,
+the bytes autograd saves for backward, and the process's memory from ``/proc/self/status``."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def median_seconds(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``step()`` over ``repeats`` calls after ``warmup`` untimed calls
+    (the first calls pay for allocations, kernel selection and thread-pool start-up)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def saved_tensor_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward in ``module(x)``.
+
+    Deterministic, and exactly the training memory that recomputation (checkpointing) or the
+    adjoint method removes. Runs the backward pass too (on ``module(x).sum()``).
+    """
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = module(x)
+    out.sum().backward()
+    return total
+
+
+def status_mib(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, …) in MiB (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status (the RSS probe needs Linux)")
