@@ -714,7 +714,7 @@ def run(cfg) -> dict:
     import time
     from pathlib import Path
 
-    from zoo.evaluation.metrics import load_checkpoint_and_data
+    from zoo.checkpoint import load_checkpoint_and_data
     from zoo.io import atomic_write_json
 
     task = cfg.task
@@ -817,14 +817,11 @@ def run(cfg) -> dict:
 
 
 def _plot_image(original, corrected, patch, summary, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from zoo.io import atomic_write_figure
+    from zoo.io import atomic_write_figure, pyplot
 
+    plt = pyplot()
     row, col, ph, pw = patch
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
     change = (corrected - original)[0]

@@ -37,7 +37,7 @@ from zoo.analysis.corrections import (
     smallest_pgd,
 )
 from zoo.errors import UserError
-from zoo.io import atomic_write_figure, atomic_write_json
+from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
 
 def gemm_gflops(n: int = 512, repeats: int = 20) -> float:
@@ -188,11 +188,9 @@ def tabular(out: Path, stamp: dict, n: int = 100, radius: float = 0.02) -> dict:
 
 
 def _plot_tabular(model, x, target, features, radius, classes, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     lo = np.minimum(0.0, x[features].numpy())
     hi = np.maximum(1.0, x[features].numpy())
