@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import UserError
+from zoo.models.base import main_output
 from zoo.modes import eval_mode
 
 ATTACKS = ("fgsm", "pgd")
@@ -66,7 +67,7 @@ def pgd(
             adv.requires_grad_(True)
             with torch.enable_grad():
                 out = model((adv - m) / s)
-                loss = F.cross_entropy(out[0] if isinstance(out, tuple) else out, y)
+                loss = F.cross_entropy(main_output(out), y)
                 (grad,) = torch.autograd.grad(loss, adv)
             with torch.no_grad():
                 adv = adv + sign * step_size * grad.sign() * keep

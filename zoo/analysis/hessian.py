@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.analysis.landscape import evaluate, perturbed
+from zoo.models.base import main_output
 from zoo.modes import eval_mode
 from zoo.stats import mean_stderr, precise_enough
 
@@ -75,7 +76,7 @@ def hvp(model: nn.Module, criterion: Criterion, batches: Iterable, vector: Vecto
     with eval_mode(model):
         for x, y in batches:
             out = model(x)
-            loss = criterion(out[0] if isinstance(out, tuple) else out, y)
+            loss = criterion(main_output(out), y)
             grads = torch.autograd.grad(loss, params, create_graph=True)
             hv = torch.autograd.grad(grads, params, grad_outputs=vector, allow_unused=True)
             for t, h in zip(total, hv, strict=True):

@@ -37,6 +37,7 @@ import zoo
 from zoo.complexity import count_macs
 from zoo.fast import optimize
 from zoo.io import atomic_write_json, atomic_write_text
+from zoo.models.base import main_output
 from zoo.runtime import configure_allocator
 
 MODELS = (
@@ -86,7 +87,7 @@ class Trainer:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         out = self.model(self.x)
-        out = out[0] if isinstance(out, tuple) else out
+        out = main_output(out)
         F.cross_entropy(out, self.y).backward()
         self.opt.step()
 

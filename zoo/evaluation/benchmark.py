@@ -38,6 +38,7 @@ from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell, markdown_table
 from zoo.fast import optimize, to_fast_input
 from zoo.io import atomic_write_json, atomic_write_text
+from zoo.models.base import main_output
 from zoo.profiling import status_mib
 from zoo.registry import count_params, get_model_entry
 
@@ -96,7 +97,7 @@ class Runner:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         out = self.forward(self.x)
-        logits = out[0] if isinstance(out, tuple) else out  # GoogLeNet's aux outputs
+        logits = main_output(out)
         F.cross_entropy(logits, self.y).backward()
         self.optimizer.step()
 

@@ -29,6 +29,7 @@ from zoo.complexity import count_macs
 from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell, markdown_table
 from zoo.io import atomic_write_figure, atomic_write_text, pyplot
+from zoo.models.base import main_output
 from zoo.profiling import median_seconds, saved_tensor_bytes
 from zoo.registry import count_params
 from zoo.stats import wilson_interval
@@ -59,7 +60,7 @@ def _throughput(model: torch.nn.Module, x: torch.Tensor, train: bool, repeats: i
     def step() -> None:
         if train:
             out = model(x)
-            (out[0] if isinstance(out, tuple) else out).sum().backward()
+            main_output(out).sum().backward()
         else:
             with torch.no_grad():
                 model(x)

@@ -87,6 +87,11 @@ class ZooModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def main_output(out: torch.Tensor | tuple) -> torch.Tensor:
+    """The main logits of a forward pass: GoogLeNet in training returns (main, aux2, aux1)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
 def make_linear_head(in_features: int, num_classes: int) -> nn.Module:
     """A Linear classifier, or ``Identity`` for ``num_classes == 0`` (timm's convention)."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
+from zoo.models.base import main_output
 from zoo.pretrained import list_tags, resolve_source
 from zoo.registry import is_model
 
@@ -110,7 +111,7 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x * self.scale + self.shift)
-        return out[0] if isinstance(out, tuple) else out
+        return main_output(out)
 
 
 def load_teacher(source: str, data: dict[str, Any]) -> Teacher:
