@@ -91,6 +91,8 @@ class ZooClassifier(pl.LightningModule):
         # LightningModule.train() never switches it out of eval mode.
         object.__setattr__(self, "teacher", teacher)
         # Kept out of the module tree so the state_dict has no second copy of the weights.
+        if compile:  # adaptive ODE solvers (torchdiffeq) use ops with data-dependent shapes
+            torch._dynamo.config.capture_dynamic_output_shape_ops = True
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.optim_cfg = dict(optim or DEFAULT_OPTIM)
         self.sched_cfg = dict(scheduler or {"_target_": "zoo.training.schedules.constant"})
