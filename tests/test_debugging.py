@@ -163,7 +163,7 @@ def test_gradcheck_passes_the_same_function_with_its_correct_backward() -> None:
 @pytest.mark.parametrize(("model", "size"), [("lenet5", None), ("resnet20", 8)])
 def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
-    net = build_float64_model(cfg.model, cfg.task.ode_tol)
+    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
     assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
     c, h, _ = get_model_entry(model).input_size
     x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
@@ -203,7 +203,7 @@ SMALL_INPUT_MODELS = [name for name in list_models() if get_model_entry(name).in
 @pytest.mark.parametrize("model", SMALL_INPUT_MODELS)
 def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
-    net = build_float64_model(cfg.model, cfg.task.ode_tol)
+    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
     c, h, _ = get_model_entry(model).input_size
     x = torch.randn(2, c, h, h, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     report = check_gradients(net, x, samples=1)
