@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import SYNTHETIC_TINY, cli, compose, one_line_error, run_train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import zoo.training.module as module_file
 from zoo.errors import UserError
+from zoo.evaluation.gradcheck import build_float64_model, check_gradients
+from zoo.registry import get_model_entry, list_models
 from zoo.training.debug import set_dropout
+from zoo.training.stats import ActivationStats
 
 # debug=overfit on the tiny synthetic set: 64 training images, 4 batches of 16 (the learning rate
 # scaled down from the recipe's 0.1 at batch 128, which diverges at batch 16).
@@ -100,3 +104,196 @@ def test_overfit_batches_that_would_not_be_fixed_are_a_one_line_error(tmp_path: 
 def test_dropout_probability_is_checked() -> None:
     with pytest.raises(UserError, match="train.dropout"):
         set_dropout("alexnet_cifar", {}, 1.5)
+
+
+# --- gradient check ------------------------------------------------------------------------------
+
+
+class ScaledBackwardLinear(torch.autograd.Function):
+    """``x @ w.T + b`` whose backward multiplies every gradient by ``factor`` (1: correct)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, factor: float):
+        ctx.save_for_backward(x, weight)
+        ctx.factor = factor
+        return x @ weight.T + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        k = ctx.factor
+        return k * grad @ weight, k * grad.T @ x, k * grad.sum(0), None
+
+
+class CustomLinear(nn.Linear):
+    def __init__(self, n_in: int, n_out: int, factor: float) -> None:
+        super().__init__(n_in, n_out)
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ScaledBackwardLinear.apply(x, self.weight, self.bias, self.factor)
+
+
+def _mlp(factor: float) -> nn.Module:
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 5), nn.Tanh(), CustomLinear(5, 4, factor), nn.Tanh(), nn.Linear(4, 3)]
+    return nn.Sequential(*layers).double()
+
+
+def test_gradcheck_finds_a_backward_off_by_a_factor() -> None:
+    x = torch.randn(3, 6, dtype=torch.float64)
+    report = check_gradients(_mlp(1.5), x, samples=6)
+    rows = {r["module"]: r for r in report["modules"]}
+    assert not report["passed"] and not report["torch_gradcheck"]["passed"]
+    assert report["suspect"] == "2"
+    # autograd = 1.5 x the truth in the broken layer and everything before it: |1.5 - 1| / 1.5.
+    for name in ("(input)", "0", "2"):
+        assert not rows[name]["passed"]
+        assert rows[name]["worst_rel_error"] == pytest.approx(1 / 3, rel=1e-4)
+    assert rows["4"]["passed"] and rows["4"]["worst_rel_error"] < 1e-6  # after it: right
+
+
+def test_gradcheck_passes_the_same_function_with_its_correct_backward() -> None:
+    x = torch.randn(3, 6, dtype=torch.float64)
+    report = check_gradients(_mlp(1.0), x, samples=6)
+    assert report["passed"] and report["torch_gradcheck"]["passed"] and report["suspect"] is None
+    assert max(r["worst_rel_error"] for r in report["modules"]) < 1e-6
+
+
+@pytest.mark.parametrize(("model", "size"), [("lenet5", None), ("resnet20", 8)])
+def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
+    cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
+    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
+    assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
+    c, h, _ = get_model_entry(model).input_size
+    x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
+    report = check_gradients(net, x, samples=2)
+    assert report["passed"], [r for r in report["modules"] if not r["passed"]]
+
+
+def test_gradcheck_command_prints_and_writes_the_report(tmp_path: Path) -> None:
+    proc = cli(
+        "evaluate.py",
+        ["task=gradcheck", "model=resnet20", "task.image_size=8", "task.samples=1",
+         f"hydra.run.dir={tmp_path}"],
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    report = json.loads((tmp_path / "gradcheck.json").read_text())
+    assert report["passed"] and report["input_shape"] == [2, 3, 8, 8]
+    assert report["dtype"] == "float64"
+    assert {r["module"] for r in report["modules"]} >= {"(input)", "conv1", "bn1", "fc"}
+    assert "gradcheck PASS" in out and "| layer1.0.conv1 | Conv2d |" in out
+
+
+def test_gradcheck_on_an_input_too_small_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = cli(
+        "evaluate.py",
+        ["task=gradcheck", "model=resnet20", "task.image_size=1", "task.batch_size=1",
+         f"hydra.run.dir={tmp_path}"],
+    )  # fmt: skip
+    line = one_line_error(proc)
+    assert "resnet20 cannot run on a [1, 3, 1, 1] input" in line and "task.image_size" in line
+
+
+SMALL_INPUT_MODELS = [name for name in list_models() if get_model_entry(name).input_size[1] <= 32]
+
+
+def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
+    """A batch of two at the smallest of 8, 16, 32 pixels the model runs on."""
+    for size in (8, 16, 32):
+        x = torch.randn(2, chans, size, size, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                net(x.double())
+            return x.double()
+        except (RuntimeError, ValueError):
+            continue
+    raise AssertionError("no input size from 8 to 32 fits")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", SMALL_INPUT_MODELS)
+def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
+    cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
+    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
+    x = _smallest_input(net, get_model_entry(model).input_size[0])
+    report = check_gradients(net, x, samples=2)
+    assert report["passed"], [r for r in report["modules"] if not r["passed"]]
+
+
+# --- activation and gradient statistics ----------------------------------------------------------
+
+
+def _units_built_dead(num_classes: int) -> nn.Module:
+    """3 of 8 ReLU units dead (bias -1000: never positive, so never a gradient to revive them), 2 of
+    6 tanh units saturated (bias +50)."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(28 * 28, 8), nn.Linear(8, 6)
+    with torch.no_grad():
+        first.bias[:3], first.bias[3:] = -1000.0, 2.0
+        second.bias[:2], second.bias[2:] = 50.0, 0.0
+    net = nn.Sequential(nn.Flatten(), first, nn.ReLU(), second, nn.Tanh())
+    net.append(nn.Linear(6, num_classes))
+    return net
+
+
+def test_stats_count_the_dead_and_saturated_units_of_a_model_built_so(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        module_file,
+        "create_model",
+        lambda name, pretrained=False, num_classes=10, **kw: _units_built_dead(num_classes),
+    )
+    run_train(
+        tmp_path,
+        [*SYNTHETIC_TINY, "threads=1", "data.in_chans=1", "data.image_size=28", "optim.lr=0.01",
+         "trainer.max_epochs=3", "callbacks.stats=true",
+         "callbacks.activation_stats.every_n_steps=2", "logger=tensorboard"],
+    )  # fmt: skip
+    report = json.loads((tmp_path / "activation_stats.json").read_text())
+    assert report["logged_steps"] == 6  # steps 0, 2, ..., 10 of 12
+    sites = {s["site"]: s for s in report["sites"]}
+    assert set(sites) == {"2", "4"}  # the ReLU and the tanh modules of the Sequential
+    assert sites["2"]["function"] == "relu" and sites["2"]["units"] == 8
+    assert sites["2"]["dead_fraction"] == 3 / 8
+    assert sites["4"]["function"] == "tanh" and sites["4"]["dead_fraction"] is None
+    assert sites["4"]["saturated_fraction"] == 2 / 6
+    assert report["sites"][0]["site"] == "2"  # the worst first
+    printed = capsys.readouterr().out
+    assert "| 2 | relu | 8 | 37.5 % | 37.5 % |" in printed
+    assert (tmp_path / "activation_stats.md").read_text().count("| relu |") == 1
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    histograms = events.Tags()["histograms"]
+    assert {"preactivation/2", "preactivation/4", "gradient/1.weight", "gradient/5.bias"} <= set(
+        histograms
+    )
+    assert [e.step for e in events.Histograms("preactivation/2")] == [0, 2, 4, 6, 8, 10]
+    # The dead units' pre-activations: all far below zero in every logged histogram.
+    dead = events.Histograms("preactivation/2")[-1].histogram_value
+    assert dead.min < -900
+
+
+def test_stats_name_each_use_of_a_reused_relu_and_functional_calls(tmp_path: Path) -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return torch.sigmoid(self.relu(self.relu(self.conv(x)) - 50))
+
+    net = nn.Sequential(Block(), Block())
+    stats = ActivationStats(tmp_path, every_n_steps=1)
+    stats.on_fit_start(None, net)
+    stats._start(net)
+    net(torch.randn(4, 2, 3, 3))
+    stats._stop()
+    assert set(stats.sites) == {
+        "0.relu", "0.relu#2", "0/sigmoid", "1.relu", "1.relu#2", "1/sigmoid"
+    }  # fmt: skip
+    assert stats.sites["0.relu#2"].summary()["dead_fraction"] == 1.0  # relu(...) - 50 < 0
+    assert stats.sites["1/sigmoid"].summary()["saturated_fraction"] == 0.0  # sigmoid(0)

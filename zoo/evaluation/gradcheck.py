@@ -1,0 +1,304 @@
+"""``python evaluate.py task=gradcheck model=NAME``: are the model's gradients right?
+
+The gradient check of Goodfellow, Bengio & Courville (2016, §11.5): autograd's gradients against
+centred finite differences ``(f(θ + ε) - f(θ - ε)) / 2ε`` in float64 on a tiny input, for every
+parameter and for the input, of the scalar ``f = Σ w ⊙ logits`` with fixed random weights ``w``.
+The model runs as in training (train mode: BatchNorm on batch statistics, ODE-Net through the
+adjoint) with dropout off, since a random mask differs between evaluations. ODE blocks integrate
+on a fixed grid (``task.ode_solver``, ``task.ode_step``): an adaptive solver's output is not a
+smooth function of the parameters (its accepted steps move with them), so differences through it
+measure the step-size controller (odenet_mnist at rtol = atol = 1e-9: differences from -0.418 to
+-0.533 for a gradient of -0.403). On a fixed grid the differences match direct backpropagation to
+9 digits, and the adjoint's gradient (the adjoint ODE solved backwards on the grid) differs from
+them by its discretisation error: 8.0e-3 of the gradient's norm at step 0.05, 6.7e-4 at 0.01,
+2.2e-4 at 0.005; the default step 0.001 keeps every module's worst error below 1e-4.
+
+Two checks, both in float64 with the same ``eps``, ``atol`` and ``rtol``:
+
+- ``torch.autograd.gradcheck`` in its fast mode (Jacobian-vector products along random directions)
+  over the input and all parameters at once: torch's own verdict;
+- a sampled check per module (``task.samples`` coordinates of its parameters, half of them those
+  with the largest gradients, half random): the worst relative error ``|a - n| / max(|a|, |n|)``
+  of each module, printed as a table and written to ``gradcheck.json``. A coordinate passes when
+  ``|a - n| <= atol + rtol·|n|`` (gradcheck's rule), at ``eps`` or, across a ReLU or max-pool
+  kink, at ``eps/10`` or ``eps/100``.
+
+A wrong backward shows in the module that has it and in every module before it (its error reaches
+them through the chain rule); the modules after it stay right, so the last failing module (in the
+order the model defines them, usually the forward order) is the suspect.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.autograd.gradcheck import GradcheckError, gradcheck
+
+from zoo.errors import UserError
+from zoo.evaluation.tables import markdown_table
+from zoo.io import atomic_write_json
+from zoo.registry import create_model, get_model_entry
+from zoo.training.debug import set_dropout
+from zoo.training.run import RESERVED_MODEL_KEYS
+
+# A deep ReLU network is piecewise smooth with kinks (ReLU, max-pool) closer together than 1e-6
+# along an early layer's weight: a coordinate that fails is measured again with these fractions of
+# eps before it counts as failed (a wrong backward fails at every step).
+SMALLER_STEPS = (0.1, 0.01)
+
+
+def _main(out: torch.Tensor | tuple) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out  # GoogLeNet's aux outputs in train mode
+
+
+def _sample(grad: torch.Tensor, samples: int, gen: torch.Generator) -> torch.Tensor:
+    """Flat indices to check: all of a small tensor, else its largest-|gradient| coordinates and as
+    many random ones (a gradient wrongly zero hides from the first kind, not from the second)."""
+    n = grad.numel()
+    if n <= samples:
+        return torch.arange(n)
+    top = grad.abs().flatten().topk((samples + 1) // 2).indices
+    rest = torch.randperm(n, generator=gen)[: samples + len(top)]
+    rest = rest[~torch.isin(rest, top)][: samples - len(top)]
+    return torch.cat([top, rest])
+
+
+@torch.no_grad()
+def _central_differences(
+    f: Callable[[], torch.Tensor], coordinates: list[tuple[torch.Tensor, int]], eps: float
+) -> torch.Tensor:
+    """``(f(v + eps) - f(v - eps)) / 2 eps`` for each coordinate ``v = tensor.view(-1)[i]``."""
+    numerical = torch.empty(len(coordinates), dtype=torch.float64)
+    for j, (tensor, i) in enumerate(coordinates):
+        flat = tensor.view(-1)
+        original = flat[i].item()
+        flat[i] = original + eps
+        plus = f().item()
+        flat[i] = original - eps
+        minus = f().item()
+        flat[i] = original
+        numerical[j] = (plus - minus) / (2 * eps)
+    return numerical
+
+
+def _check_tensors(
+    f: Callable[[], torch.Tensor],
+    tensors: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    samples: int,
+    gen: torch.Generator,
+    tolerances: tuple[float, float, float],
+) -> dict[str, Any]:
+    """The sampled check of some tensors taken together (one module's parameters, or the input):
+    the worst relative error, whether every coordinate passed, how many were checked."""
+    eps, atol, rtol = tolerances
+    flat_grad = torch.cat([g.flatten() for g in grads])
+    starts = list(accumulate([0, *(t.numel() for t in tensors)]))
+    picked = _sample(flat_grad, samples, gen).tolist()
+    coordinates = []
+    for i in picked:
+        k = bisect_right(starts, i) - 1
+        coordinates.append((tensors[k].data, i - starts[k]))
+    analytical = flat_grad[picked]
+    numerical = _central_differences(f, coordinates, eps)
+    for step in SMALLER_STEPS:  # a kink within eps: measure the failing coordinates again
+        failing = ~_within(analytical, numerical, atol, rtol)
+        if not failing.any():
+            break
+        redo = failing.nonzero().flatten().tolist()
+        again = _central_differences(f, [coordinates[j] for j in redo], eps * step)
+        closer = (analytical[redo] - again).abs() < (analytical[redo] - numerical[redo]).abs()
+        numerical[redo] = torch.where(closer, again, numerical[redo])
+    diff = (analytical - numerical).abs()
+    scale = torch.maximum(analytical.abs(), numerical.abs()).clamp_min(atol)
+    return {
+        "params": starts[-1],
+        "checked": len(picked),
+        "worst_rel_error": float((diff / scale).max()),
+        "passed": bool(_within(analytical, numerical, atol, rtol).all()),
+    }
+
+
+def _within(analytical: torch.Tensor, numerical: torch.Tensor, atol: float, rtol: float):
+    """gradcheck's rule: ``|a - n| <= atol + rtol * |n|``."""
+    return (analytical - numerical).abs() <= atol + rtol * numerical.abs()
+
+
+def check_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    samples: int = 4,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Autograd against centred differences for ``model`` (float64, in the mode it is in) at input
+    ``x``: torch's fast gradcheck over everything and the sampled check per module."""
+    gen = torch.Generator().manual_seed(seed)
+    x = x.detach().clone().requires_grad_()
+    with torch.no_grad():
+        weights = torch.randn(_main(model(x)).shape, generator=gen, dtype=x.dtype)
+
+    def f() -> torch.Tensor:
+        return (_main(model(x)) * weights).sum()
+
+    model.zero_grad(set_to_none=True)
+    f().backward()
+    tolerances = (eps, atol, rtol)
+    rows = [
+        {"module": "(input)", "type": "",
+         **_check_tensors(f, [x], [x.grad], samples, gen, tolerances)}
+    ]  # fmt: skip
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in own]
+            checked = _check_tensors(f, own, grads, samples, gen, tolerances)
+            rows.append({"module": name, "type": type(module).__name__, **checked})
+    torch_passed, torch_message = _torch_gradcheck(model, x.detach(), weights, tolerances)
+    failing = [r["module"] for r in rows[1:] if not r["passed"]]
+    return {
+        "passed": torch_passed and all(r["passed"] for r in rows),
+        "torch_gradcheck": {"passed": torch_passed, "message": torch_message},
+        "suspect": failing[-1] if failing else None,
+        "modules": rows,
+    }
+
+
+def _torch_gradcheck(
+    model: nn.Module, x: torch.Tensor, weights: torch.Tensor, tolerances: tuple[float, float, float]
+) -> tuple[bool, str]:
+    """``torch.autograd.gradcheck`` in fast mode of the same function of the input and of all
+    parameters as one flat vector (passed through ``torch.func.functional_call``): one random
+    direction each, so four evaluations whatever the model's size."""
+    eps, atol, rtol = tolerances
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names, shapes = [n for n, _ in trained], [p.shape for _, p in trained]
+    sizes = [p.numel() for _, p in trained]
+    flat = torch.cat([p.detach().flatten() for _, p in trained]).requires_grad_()
+
+    def f(inp: torch.Tensor, flat_params: torch.Tensor) -> torch.Tensor:
+        values = [v.view(s) for v, s in zip(flat_params.split(sizes), shapes, strict=True)]
+        out = torch.func.functional_call(model, dict(zip(names, values, strict=True)), (inp,))
+        return (_main(out) * weights).sum()
+
+    try:
+        gradcheck(
+            f,
+            (x.clone().requires_grad_(), flat),
+            eps=eps,
+            atol=atol,
+            rtol=rtol,
+            fast_mode=True,
+            check_undefined_grad=False,
+        )
+    except GradcheckError as err:
+        return False, " ".join(str(err).split())[:300]
+    return True, "passed"
+
+
+def build_float64_model(
+    model_cfg: DictConfig, ode_solver: str = "rk4", ode_step: float = 0.001
+) -> nn.Module:
+    """The model of ``model=NAME`` in float64 and train mode, dropout off, ODE blocks on a fixed
+    grid (``ode_solver`` with ``ode_step``)."""
+    name = model_cfg.name
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(model_cfg, resolve=True).items()
+        if k not in RESERVED_MODEL_KEYS
+    }
+    for key in ("in_chans", "num_classes"):
+        if model_cfg.get(key):
+            kwargs[key] = int(model_cfg[key])
+    try:
+        entry = get_model_entry(name)
+        kwargs = set_dropout(name, kwargs, 0.0)
+        fixed_grid = {"solver": ode_solver, "step_size": ode_step}
+        kwargs.update({k: v for k, v in fixed_grid.items() if k in entry.accepted_kwargs})
+        model = create_model(name, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    return model.double().train()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """``python evaluate.py task=gradcheck model=NAME [task.image_size=16] [task.samples=4]``."""
+    task = cfg.task
+    if int(task.samples) < 1 or int(task.batch_size) < 1 or not 0 < float(task.eps) < 1e-2:
+        raise UserError(
+            f"task.samples={task.samples} and task.batch_size={task.batch_size} must be >= 1 "
+            f"and task.eps={task.eps} in (0, 0.01)"
+        )
+    torch.manual_seed(int(cfg.seed))
+    model = build_float64_model(cfg.model, str(task.ode_solver), float(task.ode_step))
+    in_chans = int(cfg.model.get("in_chans") or get_model_entry(cfg.model.name).input_size[0])
+    size = task.image_size or get_model_entry(cfg.model.name).input_size[1]
+    shape = (int(task.batch_size), in_chans, int(size), int(size))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    try:
+        report = check_gradients(
+            model,
+            x.double(),
+            samples=int(task.samples),
+            eps=float(task.eps),
+            atol=float(task.atol),
+            rtol=float(task.rtol),
+            seed=int(cfg.seed),
+        )
+    except (RuntimeError, ValueError) as err:  # an input too small for the model's downsampling
+        raise UserError(
+            f"{cfg.model.name} cannot run on a {list(shape)} input ({str(err).splitlines()[0]}); "
+            "use a larger task.image_size or task.batch_size"
+        ) from None
+    report = {
+        "model": cfg.model.name,
+        "input_shape": list(shape),
+        "dtype": "float64",
+        **{k: float(task[k]) for k in ("eps", "atol", "rtol")},
+        "samples": int(task.samples),
+        **report,
+    }
+    out = Path(cfg.output_dir)
+    atomic_write_json(out / "gradcheck.json", report)
+    print(format_report(report))
+    print(f"wrote {out / 'gradcheck.json'}")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    columns = [
+        ("module", "module"),
+        ("type", "type"),
+        ("params", "params"),
+        ("checked", "checked"),
+        ("worst", "worst rel. error"),
+        ("ok", "ok"),
+    ]
+    rows = [
+        {**r, "worst": f"{r['worst_rel_error']:.1e}", "ok": "yes" if r["passed"] else "NO"}
+        for r in report["modules"]
+    ]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    torch_check = report["torch_gradcheck"]
+    lines = [
+        markdown_table(
+            rows,
+            columns,
+            header=f"gradcheck {report['model']}, input {report['input_shape']} float64, "
+            f"eps {report['eps']:g}, atol {report['atol']:g}, rtol {report['rtol']:g}",
+        ),
+        f"torch.autograd.gradcheck (fast mode, input and all parameters): {torch_check['message']}",
+        f"gradcheck {verdict}"
+        + (f": suspect {report['suspect']} (the last failing module)" if report["suspect"] else ""),
+    ]
+    return "\n".join(lines)
