@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget weights weights-cliquenet bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -101,6 +101,18 @@ compare-budget: setup
 	done
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/budget/*/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare-budget
+
+# Budgeted Training's finding checked on LeNet-5: linear decay to zero against step decay (/10 at
+# 50 % and 75 % of the budget) at three budgets, two seeds each (about 15 min on 2 cores; resumable).
+SCHEDULE_BUDGETS := 20 40 80
+budget-schedules: setup
+	@for b in $(SCHEDULE_BUDGETS); do for s in linear multistep; do for seed in 0 1; do \
+		d=runs/budget-schedules/lenet5-$$s-$${b}s-seed$$seed; test -f $$d/results.json && continue; \
+		$(PY) train.py experiment=budget_fmnist model=lenet5 scheduler=$$s train.budget_s=$$b \
+			seed=$$seed callbacks.test_curve=false threads=2 hydra.run.dir=$$d \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last) || exit 1; \
+	done; done; done
+	$(PY) -m zoo.tools.budget_schedules runs/budget-schedules --write docs/training.md
 
 # Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2

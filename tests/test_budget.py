@@ -71,3 +71,20 @@ def test_multistep_milestones_in_epochs_need_max_epochs() -> None:
     assert multistep(milestones=[5], max_epochs=10).factor(0.6) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="max_epochs"):
         multistep(milestones=[5])
+
+
+def test_budget_schedules_table_groups_runs_by_schedule_and_budget(tmp_path: Path) -> None:
+    from zoo.tools.budget_schedules import collect, markdown_table, write_between_markers
+
+    for schedule in ("linear", "multistep"):
+        run_train(tmp_path / f"lenet5-{schedule}", [*BUDGET, f"scheduler={schedule}"])
+    groups = collect(tmp_path)
+    assert sorted(groups) == [("linear", 1.5), ("multistep", 1.5)]
+    table = markdown_table(groups)
+    assert table.count("| 1.5 s |") == 2 and "| 1 |" in table  # one seed per row
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- budget-schedules:begin -->\nold\n<!-- budget-schedules:end -->\n")
+    write_between_markers(doc, table)
+    assert "old" not in doc.read_text() and "multistep" in doc.read_text()
+    with pytest.raises(SystemExit, match="no finished budgeted runs"):
+        markdown_table(collect(tmp_path / "empty"))
