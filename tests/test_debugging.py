@@ -15,7 +15,8 @@ from torch import nn
 import zoo.training.module as module_file
 from zoo.errors import UserError
 from zoo.evaluation.gradcheck import build_float64_model, check_gradients
-from zoo.registry import get_model_entry, list_models
+from zoo.factory import list_models
+from zoo.registry import get_model_entry
 from zoo.training.debug import set_dropout
 from zoo.training.stats import ActivationStats
 
@@ -165,7 +166,7 @@ def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
     net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
     assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
-    c, h, _ = get_model_entry(model).input_size
+    c, h, _ = get_model_entry(model).cfg.input_size
     x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
     report = check_gradients(net, x, samples=2)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
@@ -196,7 +197,9 @@ def test_gradcheck_on_an_input_too_small_is_a_one_line_error(tmp_path: Path) -> 
     assert "resnet20 cannot run on a [1, 3, 1, 1] input" in line and "task.image_size" in line
 
 
-SMALL_INPUT_MODELS = [name for name in list_models() if get_model_entry(name).input_size[1] <= 32]
+SMALL_INPUT_MODELS = [
+    name for name in list_models() if get_model_entry(name).cfg.input_size[1] <= 32
+]
 
 
 def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
@@ -217,7 +220,7 @@ def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
 def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
     net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
-    x = _smallest_input(net, get_model_entry(model).input_size[0])
+    x = _smallest_input(net, get_model_entry(model).cfg.input_size[0])
     report = check_gradients(net, x, samples=2)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 

@@ -43,8 +43,9 @@ from torch.autograd.gradcheck import GradcheckError, gradcheck
 
 from zoo.errors import UserError
 from zoo.evaluation.tables import markdown_table
+from zoo.factory import create_model
 from zoo.io import atomic_write_json
-from zoo.registry import create_model, get_model_entry
+from zoo.registry import get_model_entry
 from zoo.training.debug import set_dropout
 from zoo.training.run import RESERVED_MODEL_KEYS
 
@@ -241,8 +242,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     torch.manual_seed(int(cfg.seed))
     model = build_float64_model(cfg.model, str(task.ode_solver), float(task.ode_step))
-    in_chans = int(cfg.model.get("in_chans") or get_model_entry(cfg.model.name).input_size[0])
-    size = task.image_size or get_model_entry(cfg.model.name).input_size[1]
+    in_chans = int(cfg.model.get("in_chans") or get_model_entry(cfg.model.name).cfg.input_size[0])
+    size = task.image_size or get_model_entry(cfg.model.name).cfg.input_size[1]
     shape = (int(task.batch_size), in_chans, int(size), int(size))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(int(cfg.seed)))
     try:
