@@ -74,7 +74,8 @@ def test_multistep_milestones_in_epochs_need_max_epochs() -> None:
 
 
 def test_budget_schedules_table_groups_runs_by_schedule_and_budget(tmp_path: Path) -> None:
-    from zoo.tools.budget_schedules import collect, markdown_table, write_between_markers
+    from zoo.io import write_marked_block
+    from zoo.tools.budget_schedules import collect, markdown_table
 
     for schedule in ("linear", "multistep"):
         run_train(tmp_path / f"lenet5-{schedule}", [*BUDGET, f"scheduler={schedule}"])
@@ -84,7 +85,9 @@ def test_budget_schedules_table_groups_runs_by_schedule_and_budget(tmp_path: Pat
     assert table.count("| 1.5 s |") == 2 and "| 1 |" in table  # one seed per row
     doc = tmp_path / "doc.md"
     doc.write_text("before\n<!-- budget-schedules:begin -->\nold\n<!-- budget-schedules:end -->\n")
-    write_between_markers(doc, table)
-    assert "old" not in doc.read_text() and "multistep" in doc.read_text()
+    write_marked_block(doc, "budget-schedules", table)
+    assert "old" not in doc.read_text() and doc.read_text().startswith("before\n<!-- budget-")
+    with pytest.raises(SystemExit, match="markers"):
+        write_marked_block(tmp_path / "no-markers.md", "budget-schedules", table)
     with pytest.raises(SystemExit, match="no finished budgeted runs"):
         markdown_table(collect(tmp_path / "empty"))

@@ -142,8 +142,10 @@ def test_rknet_euler_step_one_matches_odenet_euler() -> None:
 
 
 def test_benchmark_rewrites_only_its_table(tmp_path) -> None:
-    from zoo.bench.odenet import BEGIN, END, write_doc_table
+    from zoo.bench.odenet import markdown_table
+    from zoo.io import write_marked_block
 
+    BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
     doc = tmp_path / "odenet.md"
     doc.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
     rows = [
@@ -151,7 +153,7 @@ def test_benchmark_rewrites_only_its_table(tmp_path) -> None:
          "saved_MiB": 15.0 if a else 66.0 + t, "step_s": 1.0}
         for t in (1e-1, 1e-3) for a in (True, False)
     ]  # fmt: skip
-    write_doc_table(doc, rows)
+    write_marked_block(doc, "bench", markdown_table(rows))
     text = doc.read_text()
     assert text.startswith(f"intro\n{BEGIN}\n| rtol") and text.endswith(f"\n{END}\noutro\n")
     assert "old table" not in text and "RSS" not in text  # no RSS columns without RSS probes

@@ -36,6 +36,26 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_marked_block(doc: str | Path, name: str, text: str, *, append: bool = False) -> None:
+    """Replace what lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``doc`` with
+    ``text``, leaving the prose around it as it is (generated tables inside hand-written docs).
+
+    Without the markers: ``append=True`` adds the block at the end (a new file holds just the
+    block); otherwise ``SystemExit`` names the markers to add."""
+    doc = Path(doc)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{text.strip(chr(10))}\n{end}"
+    old = doc.read_text() if doc.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    elif append:
+        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
+    else:
+        raise SystemExit(f"{doc}: markers {begin} / {end} not found: add them where the table goes")
+    atomic_write_text(doc, new)
+
+
 def pyplot():
     """``matplotlib.pyplot`` on the non-interactive Agg backend: figures are only written to files,
     so no display is needed (and none is opened on a desktop)."""

@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 import zoo
 from zoo.complexity import count_macs
 from zoo.fast import optimize
-from zoo.io import atomic_write_json, atomic_write_text
+from zoo.io import atomic_write_json, write_marked_block
 from zoo.models.base import main_output
 from zoo.runtime import configure_allocator
 
@@ -53,7 +52,6 @@ MODELS = (
 INPUT = (1, 28, 28)
 EPOCH_IMAGES = 55_000
 EVAL_IMAGES = 15_000  # Fashion-MNIST validation (5k) + test (10k)
-MARK_BEGIN, MARK_END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -293,19 +291,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def write_doc(doc: Path, text: str) -> None:
-    """Replace the table between the markers of ``doc`` (added at the end when missing)."""
-    old = doc.read_text() if doc.is_file() else ""
-    block = f"{MARK_BEGIN}\n{text}{MARK_END}"
-    if MARK_BEGIN in old and MARK_END in old:
-        new = re.sub(
-            f"{re.escape(MARK_BEGIN)}.*?{re.escape(MARK_END)}", lambda m: block, old, flags=re.S
-        )
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(doc, new)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS))
@@ -340,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(report)
     print(text)
     if args.doc:
-        write_doc(args.doc, text)
+        write_marked_block(args.doc, "efficiency", text, append=True)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,11 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.io import atomic_write_json, atomic_write_text
+from zoo.io import atomic_write_json, write_marked_block
 from zoo.profiling import saved_tensor_bytes, status_mib
 from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def _model_and_input(adjoint: bool, tol: float, batch: int):
@@ -95,17 +94,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_doc_table(doc: Path, rows: list[dict]) -> None:
-    """Replace the table between the bench markers of ``doc`` (left alone without markers)."""
-    if not doc.is_file():
-        return
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        return
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    atomic_write_text(doc, text[:start] + "\n" + markdown_table(rows) + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="ODE-Net memory vs NFE")
     parser.add_argument("--out", type=Path, default=Path("docs/odenet_bench.json"))
@@ -141,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     atomic_write_json(args.out, result)
-    write_doc_table(args.doc, rows)
+    write_marked_block(args.doc, "bench", markdown_table(rows))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,31 @@ def _random_erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
     return x.masked_fill((box & apply)[:, None], 0.0)
 
 
-class InMemoryLoader:
+class ResumableEpochs:
+    """Where a loader's epoch stands, for Lightning's stateful-dataloader protocol: a mid-epoch
+    checkpoint stores ``state_dict()``, and a resumed loader starts at ``resume_batch``.
+
+    Subclasses set ``epoch``, ``resume_batch`` and ``_served`` and define ``__len__``."""
+
+    epoch: int
+    resume_batch: int
+    _served: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the epoch stands (Lightning stores it in mid-epoch checkpoints)."""
+        return {"epoch": self.epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the last batch served: inside its epoch, or at the next epoch's start."""
+        epoch, served = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        done = served >= len(self)
+        self.epoch, self.resume_batch = (epoch + 1, 0) if done else (epoch, served)
+
+
+class InMemoryLoader(ResumableEpochs):
     """Iterates ``(x, y)`` batches of an in-memory dataset, normalized (and augmented).
 
     ``images`` is uint8 or float ``N×C×H×W`` in [0, 255] or [0, 1] (``scale``); normalization is
@@ -97,20 +121,7 @@ class InMemoryLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.resume_batch = 0  # set from a mid-epoch checkpoint: the next epoch starts there
-        self._served = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def state_dict(self) -> dict[str, int]:
-        """Where the epoch stands (Lightning stores it in mid-epoch checkpoints)."""
-        return {"epoch": self.epoch, "batches": self._served}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue after the last batch served: inside its epoch, or at the next epoch's start."""
-        epoch, served = int(state.get("epoch", 0)), int(state.get("batches", 0))
-        done = served >= len(self)
-        self.epoch, self.resume_batch = (epoch + 1, 0) if done else (epoch, served)
+        self._served = 0  # batches of the current epoch served so far
 
     def _indices(self, gen: torch.Generator) -> torch.Tensor:
         n = len(self.labels)

@@ -6,8 +6,9 @@ backward), inference and training throughput (images/s, warm-up then the median 
 same threads for every model, all in one run) and, from training runs (``results.json``), test
 top-1 as mean ± std over seeds (and its 95 % Wilson interval, the test set being a sample) with
 epochs and wall time — beside the papers' CIFAR-10 errors where they exist. Writes
-``comparison.md``, ``comparison.csv``, ``comparison.tex`` and ``comparison.png`` (accuracy
-against MACs and params, one marker per family).
+``comparison.md`` (the tables between ``<!-- comparison:begin -->`` and ``<!-- comparison:end -->``,
+so the prose of an existing doc around them stays), ``comparison.csv``, ``comparison.tex`` and
+``comparison.png`` (accuracy against MACs and params, one marker per family).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import zoo
 from zoo.complexity import count_macs
 from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell, markdown_table
-from zoo.io import atomic_write_figure, atomic_write_text, pyplot
+from zoo.io import atomic_write_figure, atomic_write_text, pyplot, write_marked_block
 from zoo.models.base import main_output
 from zoo.profiling import median_seconds, saved_tensor_bytes
 from zoo.registry import count_params
@@ -261,7 +262,7 @@ def run(cfg: DictConfig) -> list[dict]:
         sections.append(to_markdown(rows, header))
         latex.append(f"% input {rows[0]['input']}\n" + to_latex(rows))
     markdown = "\n".join(sections)
-    atomic_write_text(out / "comparison.md", markdown)
+    write_marked_block(out / "comparison.md", "comparison", markdown, append=True)
     all_rows = [r for rows in tables for r in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")

@@ -25,9 +25,8 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from zoo.flows.divergence import PROBES, divergence_exact, divergence_hutchinson, sample_probe
 from zoo.flows.dynamics import ConcatSquashNet, HyperNetDynamics
+from zoo.models.odenet import check_solver_options
 
-ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_SOLVERS = ("euler", "midpoint", "heun3", "rk4")
 DIVERGENCES = ("exact", "hutchinson")
 
 
@@ -90,18 +89,11 @@ class CNF(nn.Module):
         probe: str = "rademacher",
     ) -> None:
         super().__init__()
-        if solver not in ADAPTIVE_SOLVERS + FIXED_SOLVERS:
-            raise ValueError(
-                f"solver must be one of {ADAPTIVE_SOLVERS + FIXED_SOLVERS}, got {solver!r}"
-            )
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        check_solver_options(solver, rtol, atol, step_size)
         if not t1 > 0:
             raise ValueError(f"t1 must be > 0 (the flow runs over [0, t1]), got {t1}")
         if not base_std > 0:
             raise ValueError(f"base_std must be > 0, got {base_std}")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be > 0 or null, got {step_size}")
         self.func = AugmentedDynamics(dynamics, divergence, probe)
         self.shape = tuple(int(s) for s in shape)
         self.t1, self.base_std = float(t1), float(base_std)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.data.datamodules import FashionMNISTDataModule, MNISTDataModule
-from zoo.data.loader import InMemoryLoader
+from zoo.data.loader import InMemoryLoader, ResumableEpochs
 from zoo.errors import UserError
 
 Points = tuple[torch.Tensor, torch.Tensor]
@@ -143,7 +143,7 @@ def toy_sample(
     return x.float(), label
 
 
-class ToyLoader:
+class ToyLoader(ResumableEpochs):
     """Fresh toy batches: epoch e serves ``batches`` batches drawn from seed (seed, e)."""
 
     def __init__(
@@ -152,17 +152,6 @@ class ToyLoader:
         self.dataset, self.batch_size, self.batches = dataset, batch_size, batches
         self.seed, self.options = seed, options
         self.epoch, self.resume_batch, self._served = 0, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches": self._served}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, served = int(state.get("epoch", 0)), int(state.get("batches", 0))
-        done = served >= len(self)
-        self.epoch, self.resume_batch = (epoch + 1, 0) if done else (epoch, served)
 
     def __len__(self) -> int:
         return self.batches

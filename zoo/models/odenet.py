@@ -35,6 +35,18 @@ ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
+def check_solver_options(solver: str, rtol: float, atol: float, step_size: float | None) -> None:
+    """``ValueError`` naming the option for a torchdiffeq solver setting that cannot work."""
+    if solver not in ADAPTIVE_SOLVERS + FIXED_SOLVERS:
+        raise ValueError(
+            f"solver must be one of {ADAPTIVE_SOLVERS + FIXED_SOLVERS}, got {solver!r}"
+        )
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    if step_size is not None and not step_size > 0:
+        raise ValueError(f"step_size must be > 0 (or null: one step per interval), got {step_size}")
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels), channels)
 
@@ -83,16 +95,7 @@ class ODEBlock(nn.Module):
         step_size: float | None = None,
     ) -> None:
         super().__init__()
-        if solver not in ADAPTIVE_SOLVERS + FIXED_SOLVERS:
-            raise ValueError(
-                f"solver must be one of {ADAPTIVE_SOLVERS + FIXED_SOLVERS}, got {solver!r}"
-            )
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(
-                f"step_size must be > 0 (or null: one step per interval), got {step_size}"
-            )
+        check_solver_options(solver, rtol, atol, step_size)
         if integration_time == 0:
             raise ValueError("integration_time must be nonzero (the block integrates over [0, t1])")
         self.func = func

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -18,9 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from zoo.io import atomic_write_text
-
-BEGIN, END = "<!-- budget-schedules:begin -->", "<!-- budget-schedules:end -->"
+from zoo.io import write_marked_block
 
 
 def collect(runs_dir: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
@@ -59,15 +56,6 @@ def markdown_table(groups: dict[tuple[str, float], list[dict[str, Any]]]) -> str
     return "\n".join(rows)
 
 
-def write_between_markers(doc: Path, table: str) -> None:
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block: add the two markers first")
-    block = f"{BEGIN}\n{table}\n{END}"
-    pattern = f"{re.escape(BEGIN)}.*?{re.escape(END)}"
-    atomic_write_text(doc, re.sub(pattern, lambda _: block, text, flags=re.S))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path)
@@ -75,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = markdown_table(collect(args.runs_dir))
     if args.write:
-        write_between_markers(args.write, table)
+        write_marked_block(args.write, "budget-schedules", table)
     print(table)
 
 

@@ -11,8 +11,7 @@ import argparse
 from pathlib import Path
 
 from zoo.factory import list_models, model_info
-
-BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
+from zoo.io import write_marked_block
 
 
 def markdown_table() -> str:
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write is None:
         print(table)
         return
-    text = args.write.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.write}: markers {BEGIN} / {END} not found")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    args.write.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    write_marked_block(args.write, "models", table)
 
 
 if __name__ == "__main__":
