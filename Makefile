@@ -72,7 +72,7 @@ weights: setup
 CLIQUE_RUN := runs/weights/cliquenet
 weights-cliquenet: setup
 	$(PY) train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) \
-		$$(test -f $(CLIQUE_RUN)/checkpoints/last.ckpt && echo ckpt_path=last)
+		$$(test -f $(CLIQUE_RUN)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
 	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
 		--command "python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN)"
 
@@ -90,14 +90,14 @@ compare: setup
 # Every small-input family trained on Fashion-MNIST with one recipe and the same 15-minute budget
 # (experiment=budget_fmnist), then the comparison table with their accuracy (docs/comparison.md).
 # About 2 h 20 min on 2 cores; rerun to resume: finished models are skipped, an interrupted one
-# continues from its last checkpoint.
+# continues from its last checkpoint (one stopped before its first checkpoint starts over).
 BUDGET_MODELS := lenet5 alexnet_cifar vgg11_bn_cifar googlenet_cifar resnet20 resnet20_noshort \
 	densenet_bc100_k12 cliquenet_k36_t12_ac odenet_mnist
 compare-budget: setup
 	@for m in $(BUDGET_MODELS); do \
 		d=runs/budget/$$m; test -f $$d/results.json && continue; \
 		$(PY) train.py experiment=budget_fmnist model=$$m threads=2 hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last) || exit 1; \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
 	done
 	$(PY) evaluate.py task=compare threads=2 "runs=[runs/budget/*/results.json]" output_dir=docs \
 		hydra.run.dir=runs/evaluate/compare-budget
@@ -110,7 +110,7 @@ budget-schedules: setup
 		d=runs/budget-schedules/lenet5-$$s-$${b}s-seed$$seed; test -f $$d/results.json && continue; \
 		$(PY) train.py experiment=budget_fmnist model=lenet5 scheduler=$$s train.budget_s=$$b \
 			seed=$$seed callbacks.test_curve=false threads=2 hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last) || exit 1; \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
 	done; done; done
 	$(PY) -m zoo.tools.budget_schedules runs/budget-schedules --write docs/training.md
 
