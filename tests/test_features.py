@@ -7,26 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.models import HEAVY
 
 import zoo
 from zoo.registry import get_model_entry
 
 NAMES = zoo.list_models()
-# Built once each in their family tests; their feature code is their family's (vgg11, resnet50,
-# densenet121 run it here), and a CPU forward of them would dominate the suite's time.
-HEAVY = {
-    "vgg13",
-    "vgg16",
-    "vgg19",
-    "vgg13_bn",
-    "vgg16_bn",
-    "vgg19_bn",
-    "resnet101",
-    "resnet152",
-    "densenet161",
-    "densenet169",
-    "densenet201",
-}
 
 
 def _device(name: str) -> str:

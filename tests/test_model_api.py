@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.models import HEAVY
 from torch import nn
 
 import zoo
-
-# The very large ImageNet models are built once each in their family tests; here they would
-# dominate the suite's time on 2 cores without testing anything new about the shared API.
-HEAVY = {
-    "vgg13",
-    "vgg16",
-    "vgg19",
-    "vgg13_bn",
-    "vgg16_bn",
-    "vgg19_bn",
-    "resnet101",
-    "resnet152",
-    "densenet161",
-    "densenet169",
-    "densenet201",
-}
 
 
 def _small_input(name: str, in_chans: int | None = None) -> torch.Tensor:

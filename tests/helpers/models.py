@@ -5,6 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# The very large ImageNet models: built once each in their family tests (whose code the smaller
+# members also run); a CPU forward of every one in the whole-registry tests would dominate the
+# suite's time on 2 cores without testing anything new.
+HEAVY = {
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "resnet101",
+    "resnet152",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+}
+
 # Each family's small-input model (CIFAR/MNIST size); the ODE family exports through RK-Net
 # (fixed-step RK4), ODE-Net's adaptive dopri5 has tests of its own.
 SMALL_MODELS = (
