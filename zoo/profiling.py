@@ -24,6 +24,13 @@ def median_seconds(step: Callable[[], object], repeats: int, warmup: int = 1) ->
     return statistics.median(times)
 
 
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matrix-product rate now (GFLOP/s, current thread count): the yardstick
+    published beside every absolute time, since the shared CPU's speed varies between days."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats) / 1e9
+
+
 def saved_tensor_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd saves for backward in ``module(x)``.
 

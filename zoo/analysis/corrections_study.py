@@ -38,16 +38,7 @@ from zoo.analysis.corrections import (
 )
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json, pyplot
-
-
-def gemm_gflops(n: int = 512, repeats: int = 20) -> float:
-    """The fp32 matrix-multiply rate of this machine now (GFLOP/s, current thread setting)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+from zoo.profiling import gemm_gflops
 
 
 def correct_many(model, inputs, targets, features_of, lo_of, hi_of, radius_of, max_regions):

@@ -37,6 +37,7 @@ from zoo.complexity import count_macs
 from zoo.fast import optimize
 from zoo.io import atomic_write_json, write_marked_block
 from zoo.models.base import main_output
+from zoo.profiling import gemm_gflops
 from zoo.runtime import configure_allocator
 
 MODELS = (
@@ -52,18 +53,6 @@ MODELS = (
 INPUT = (1, 28, 28)
 EPOCH_IMAGES = 55_000
 EVAL_IMAGES = 15_000  # Fashion-MNIST validation (5k) + test (10k)
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matrix-product rate (GFLOP/s) at the current thread count: median of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 class Trainer:
