@@ -96,7 +96,7 @@ def test_damaged_results_json_is_skipped_with_a_warning_naming_it(
         (tmp_path / name / "results.json").write_bytes(text.encode(errors="surrogateescape"))
     with caplog.at_level(logging.WARNING, logger="zoo.evaluation.compare"):
         runs = collect_runs([f"{tmp_path}/*"])
-    assert runs == {("lenet5", "mnist"): [good]}
+    assert runs == {("lenet5", "mnist", "2 epochs"): [good]}
     warned = "\n".join(r.getMessage() for r in caplog.records)
     for name in ("cut", "list", "old", "binary"):
         assert str(tmp_path / name / "results.json") in warned
@@ -126,3 +126,23 @@ def test_budgeted_runs_give_a_budget_column_and_accuracy_against_time(tmp_path: 
     assert [r["budget (s)"] for r in rows] == ["30", "30"]
     assert "| budget (s) |" in (tmp_path / "out" / "comparison.md").read_text()
     assert (tmp_path / "out" / "comparison_curves.png").stat().st_size > 1000
+
+
+def test_runs_of_different_recipes_are_not_averaged(tmp_path: Path) -> None:
+    """A 900-s budget run and 30-epoch runs of one model are two rows; seeds of a recipe average."""
+    base = {"model": "resnet20", "dataset": "fashion_mnist", "data": {"test": 10_000}}
+    runs = {
+        "budget": {**base, "test_acc1": 0.9326, "epochs": 13, "wall_time_s": 902, "budget_s": 900},
+        "full0": {**base, "test_acc1": 0.9463, "epochs": 30, "wall_time_s": 2000},
+        "full1": {**base, "test_acc1": 0.9443, "epochs": 30, "wall_time_s": 2100},
+    }
+    for name, results in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    rows = run(_compose(tmp_path / "out", ["models=[resnet20]", f"runs=[{tmp_path}/*]"]))
+    by_budget = {r["budget (s)"]: r for r in rows}
+    assert len(rows) == 2 and set(by_budget) == {"", "900"}
+    assert by_budget["900"]["test top-1 (%)"] == "93.26" and by_budget["900"]["epochs"] == "13"
+    full = by_budget[""]
+    assert full["test top-1 (%)"] == "94.53 ± 0.14" and full["runs"] == "2 (fashion_mnist)"
+    assert full["wall (s)"] == 2050 and full["params"] == by_budget["900"]["params"]

@@ -65,8 +65,8 @@ def test_compare_table_gives_the_wilson_interval_of_the_test_accuracy() -> None:
     rows = build_table(
         [{"model": "lenet5"}, {"model": "resnet20"}],
         {
-            ("lenet5", "fashion_mnist"): [{**run, "data": {"test": 10_000}}],
-            ("resnet20", "fashion_mnist"): [run],  # no test-set size recorded: no interval
+            ("lenet5", "fashion_mnist", "10 epochs"): [{**run, "data": {"test": 10_000}}],
+            ("resnet20", "fashion_mnist", "10 epochs"): [run],  # no test-set size: no interval
         },
     )
     lo, hi = wilson_interval(9_000, 10_000)

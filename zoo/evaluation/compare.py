@@ -4,8 +4,9 @@ One table per input size (``task.input_sizes``, all measured in one call): famil
 MACs and the papers' FLOPs (2 × MACs), training memory at a stated batch (bytes autograd saves for
 backward), inference and training throughput (images/s, warm-up then the median of repeats, the
 same threads for every model, all in one run) and, from training runs (``results.json``), test
-top-1 as mean ± std over seeds (and its 95 % Wilson interval, the test set being a sample) with
-epochs and wall time — beside the papers' CIFAR-10 errors where they exist. Writes
+top-1 as mean ± std over the seeds of one recipe (and its 95 % Wilson interval, the test set being
+a sample) with epochs, wall time and budget — one row per recipe (budget or epochs), never averaged
+across recipes — beside the papers' CIFAR-10 errors where they exist. Writes
 ``comparison.md`` (the tables between ``<!-- comparison:begin -->`` and ``<!-- comparison:end -->``,
 so the prose of an existing doc around them stays), ``comparison.csv``, ``comparison.tex`` and
 ``comparison.png`` (accuracy against MACs and params, one marker per family).
@@ -13,6 +14,7 @@ so the prose of an existing doc around them stays), ``comparison.csv``, ``compar
 
 from __future__ import annotations
 
+import collections
 import csv
 import glob
 import io
@@ -118,9 +120,18 @@ def read_run(file: Path) -> dict | None:
     return run
 
 
-def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
-    """results.json of training runs, grouped by (model, dataset)."""
-    found: dict[tuple[str, str], list[dict]] = {}
+RunGroup = tuple[str, str, str]  # (model, dataset, recipe): runs averaged into one row
+
+
+def recipe_of(run: dict) -> str:
+    """What makes runs of one model comparable: the same wall-clock budget, or (without one) the
+    same number of epochs. Seeds of a recipe are averaged; each recipe gets its own row."""
+    return f"{run['budget_s']:g} s budget" if run.get("budget_s") else f"{run['epochs']} epochs"
+
+
+def collect_runs(patterns: list[str]) -> dict[RunGroup, list[dict]]:
+    """results.json of training runs, grouped by (model, dataset, recipe)."""
+    found: dict[RunGroup, list[dict]] = {}
     for pattern in patterns:
         paths = [Path(p) for p in glob.glob(str(pattern), recursive=True)]
         if not paths:
@@ -131,35 +142,43 @@ def collect_runs(patterns: list[str]) -> dict[tuple[str, str], list[dict]]:
                 continue
             r = read_run(file)
             if r is not None and r["test_acc1"] is not None:
-                found.setdefault((r["model"], r["dataset"]), []).append(r)
+                found.setdefault((r["model"], r["dataset"], recipe_of(r)), []).append(r)
     return found
 
 
-def build_table(rows: list[dict], runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
+def _with_runs(row: dict, matching: list[dict]) -> dict:
+    """A measured row with the accuracy of one group of runs (same model, dataset and recipe)."""
+    row = dict(row)
+    accs = [100 * r["test_acc1"] for r in matching]
+    row["test top-1 (%)"] = (
+        f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+        if len(accs) > 1
+        else f"{accs[0]:.2f}"
+    )
+    row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
+    row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
+    row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
+    row["budget (s)"] = f"{matching[0]['budget_s']:g}" if matching[0].get("budget_s") else ""
+    row["_curves"] = [r["test_curve"] for r in matching if r.get("test_curve")]
+    row["_acc"] = statistics.mean(accs)
+    row["_recipe"] = recipe_of(matching[0])
+    n = matching[0].get("data", {}).get("test")
+    if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
+        lo, hi = wilson_interval(round(row["_acc"] * n / 100), n)
+        row["top-1 95% CI (%)"] = f"{100 * lo:.2f}-{100 * hi:.2f}"
+    return row
+
+
+def build_table(rows: list[dict], runs: dict[RunGroup, list[dict]]) -> list[dict]:
+    """One row per measured model and group of its runs (a model without runs keeps one row)."""
+    table = []
     for row in rows:
-        matching = [r for (model, _), rs in runs.items() if model == row["model"] for r in rs]
-        if matching:
-            accs = [100 * r["test_acc1"] for r in matching]
-            row["test top-1 (%)"] = (
-                f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}"
-                if len(accs) > 1
-                else f"{accs[0]:.2f}"
-            )
-            row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
-            row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
-            row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
-            budgets = sorted({r["budget_s"] for r in matching if r.get("budget_s")})
-            row["budget (s)"] = "/".join(f"{b:g}" for b in budgets)
-            row["_curves"] = [r["test_curve"] for r in matching if r.get("test_curve")]
-            row["_acc"] = statistics.mean(accs)
-            n = matching[0].get("data", {}).get("test")
-            if n:  # the test set is a sample: Wilson interval of the mean accuracy on n images
-                lo, hi = wilson_interval(round(row["_acc"] * n / 100), n)
-                row["top-1 95% CI (%)"] = f"{100 * lo:.2f}-{100 * hi:.2f}"
         paper = zoo.model_info(row["model"])["paper_numbers"]
         error = paper.get("cifar10_error")
         row["paper C10 err (%)"] = f"{error:.2f} ({paper['source']})" if error else ""
-    return rows
+        groups = [rs for (model, *_), rs in sorted(runs.items()) if model == row["model"]]
+        table += [_with_runs(row, rs) for rs in groups] or [row]
+    return table
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
@@ -207,7 +226,12 @@ def plot(rows: list[dict], path: Path) -> None:
 def plot_curves(rows: list[dict], path: Path) -> bool:
     """Test top-1 against training time, one line per model (runs with ``callbacks.test_curve``);
     False when no run has a curve."""
-    curves = [(r["model"], c) for r in rows for c in r.get("_curves", [])]
+    rows_of = collections.Counter(r["model"] for r in rows)
+
+    def label(r: dict) -> str:  # a model trained with two recipes has two lines
+        return f"{r['model']} ({r['_recipe']})" if rows_of[r["model"]] > 1 else r["model"]
+
+    curves = [(label(r), c) for r in rows for c in r.get("_curves", [])]
     if not curves:
         return False
     plt = pyplot()
