@@ -71,6 +71,8 @@ def export(ckpt: Path, out: Path, tag: str = "fmnist", command: str = "") -> dic
                 "best_val_acc1",
                 "epochs",
                 "wall_time_s",
+                "budget_s",
+                "images_seen",
             )
             if r.get(k) is not None
         }
