@@ -154,6 +154,22 @@ def test_gradcheck_finds_a_backward_off_by_a_factor() -> None:
     assert rows["4"]["passed"] and rows["4"]["worst_rel_error"] < 1e-6  # after it: right
 
 
+def test_a_failing_torch_gradcheck_stops_before_its_full_jacobian_slow_mode() -> None:
+    """torch describes a fast-mode failure with a numerical Jacobian: 2 forward passes per
+    parameter (here 2 x 74, for odenet_mnist 2 x 208k through its 1,000-step grid)."""
+    from zoo.evaluation.gradcheck import FAST_MODE_CALLS, _torch_gradcheck
+
+    model, calls = _mlp(1.5), []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    x, weights = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    passed, message = _torch_gradcheck(model, x, weights, (1e-6, 1e-5, 1e-3))
+    assert not passed and "fast mode" in message
+    assert len(calls) == FAST_MODE_CALLS  # the next evaluation stops before the model runs
+    calls.clear()
+    assert _torch_gradcheck(_mlp(1.0), x, weights, (1e-6, 1e-5, 1e-3)) == (True, "passed")
+    assert len(calls) < FAST_MODE_CALLS
+
+
 def test_gradcheck_passes_the_same_function_with_its_correct_backward() -> None:
     x = torch.randn(3, 6, dtype=torch.float64)
     report = check_gradients(_mlp(1.0), x, samples=6)
