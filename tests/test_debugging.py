@@ -218,9 +218,15 @@ SMALL_INPUT_MODELS = [
 ]
 
 
-def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
-    """A batch of two at the smallest of 8, 16, 32 pixels the model runs on."""
-    for size in (8, 16, 32):
+# odenet_mnist at 8x8 reaches the ODE block with 2x2 maps: gradients of order 1e5-1e6, where
+# centred differences at eps = 1e-6 disagree even with direct backpropagation through the same
+# rk4 grid (step 0.05: 6.9e4 against 2.0e5 along one direction); it is checked at its own 28x28.
+OWN_SIZE_ONLY = {"odenet_mnist"}
+
+
+def _smallest_input(net: nn.Module, chans: int, sizes: tuple[int, ...] = (8, 16, 32)):
+    """A batch of two at the smallest of ``sizes`` pixels the model runs on."""
+    for size in sizes:
         x = torch.randn(2, chans, size, size, generator=torch.Generator().manual_seed(0))
         try:
             with torch.no_grad():
@@ -228,7 +234,7 @@ def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
             return x.double()
         except (RuntimeError, ValueError):
             continue
-    raise AssertionError("no input size from 8 to 32 fits")
+    raise AssertionError(f"no input size of {sizes} fits")
 
 
 @pytest.mark.slow
@@ -236,7 +242,8 @@ def _smallest_input(net: nn.Module, chans: int) -> torch.Tensor:
 def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
     net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
-    x = _smallest_input(net, get_model_entry(model).cfg.input_size[0])
+    c, h, _ = get_model_entry(model).cfg.input_size
+    x = _smallest_input(net, c, (h,) if model in OWN_SIZE_ONLY else (8, 16, 32))
     report = check_gradients(net, x, samples=2)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 
