@@ -184,7 +184,8 @@ def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
     assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
     c, h, _ = get_model_entry(model).cfg.input_size
     x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
-    report = check_gradients(net, x, samples=2)
+    eps = STEP_NOSHORT if model.endswith("_noshort") else 1e-6
+    report = check_gradients(net, x, samples=2, eps=eps)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 
 
@@ -221,7 +222,12 @@ SMALL_INPUT_MODELS = [
 # odenet_mnist at 8x8 reaches the ODE block with 2x2 maps: gradients of order 1e5-1e6, where
 # centred differences at eps = 1e-6 disagree even with direct backpropagation through the same
 # rk4 grid (step 0.05: 6.9e4 against 2.0e5 along one direction); it is checked at its own 28x28.
-OWN_SIZE_ONLY = {"odenet_mnist"}
+# vgg16/19_bn_cifar at 8x8 end in 1x1 maps where train-mode BatchNorm sees two values a channel;
+# rknet_mnist has odenet_mnist's 2x2 maps. All three pass at their own size.
+OWN_SIZE_ONLY = {"odenet_mnist", "rknet_mnist", "vgg16_bn_cifar", "vgg19_bn_cifar"}
+# Deep nets without shortcuts have kinks closer than 1e-6 along their weights (errors shrink with
+# the step: resnet110_noshort up to 22 % at 1e-8, 0.3 % at 1e-10); a wrong backward does not.
+STEP_NOSHORT = 1e-8
 
 
 def _smallest_input(net: nn.Module, chans: int, sizes: tuple[int, ...] = (8, 16, 32)):
@@ -244,7 +250,8 @@ def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
     c, h, _ = get_model_entry(model).cfg.input_size
     x = _smallest_input(net, c, (h,) if model in OWN_SIZE_ONLY else (8, 16, 32))
-    report = check_gradients(net, x, samples=2)
+    eps = STEP_NOSHORT if model.endswith("_noshort") else 1e-6
+    report = check_gradients(net, x, samples=2, eps=eps)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 
 
