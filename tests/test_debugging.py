@@ -184,8 +184,7 @@ def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
     assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
     c, h, _ = get_model_entry(model).cfg.input_size
     x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
-    eps = STEP_NOSHORT if model.endswith("_noshort") else 1e-6
-    report = check_gradients(net, x, samples=2, eps=eps)
+    report = check_gradients(net, x, samples=2)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 
 
@@ -250,7 +249,7 @@ def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
     c, h, _ = get_model_entry(model).cfg.input_size
     x = _smallest_input(net, c, (h,) if model in OWN_SIZE_ONLY else (8, 16, 32))
-    eps = STEP_NOSHORT if model.endswith("_noshort") else 1e-6
+    eps = STEP_NOSHORT if model.endswith("_noshort") else float(cfg.task.eps)
     report = check_gradients(net, x, samples=2, eps=eps)
     assert report["passed"], [r for r in report["modules"] if not r["passed"]]
 
