@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import zoo
+from zoo.paths import ROOT
 from zoo.registry import count_params
+from zoo.tools.model_table import markdown_table
 
 
 def test_list_models_sorted_and_filtered() -> None:
@@ -82,3 +84,10 @@ def test_zero_classes_and_numpy_ints_are_accepted() -> None:
 
     model = zoo.create_model("lenet5", num_classes=0, in_chans=np.int64(3))
     assert model(torch.randn(2, 3, 28, 28)).shape == (2, 84)
+
+
+def test_readme_model_table_is_the_generated_one() -> None:
+    """The README's table lists every registered model with its pretrained tags as they are now."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- models:begin -->\n", 1)[1].split("\n<!-- models:end -->", 1)[0]
+    assert table == markdown_table(), "stale: run python -m zoo.tools.model_table --write README.md"
