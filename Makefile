@@ -67,13 +67,13 @@ weights: setup
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20"
 
-# Our CliqueNet Fashion-MNIST weights: three 2-hour budgets (20-40 min per epoch here), each a
+# Our CliqueNet Fashion-MNIST weights: four 2-hour budgets (20-40 min per epoch here), each a
 # linear decay to zero; each later piece resumes the one before with its total budget raised by
 # 2 hours (a warm restart). Rerun the target to resume an interrupted piece from its last
 # checkpoint (a budget counts every piece; a piece already spent takes one step at learning rate 0
 # and is tested again).
 CLIQUE_RUN := runs/weights/cliquenet
-CLIQUE_BUDGETS := 7200 14400 21600
+CLIQUE_BUDGETS := 7200 14400 21600 28800
 weights-cliquenet: setup
 	for budget in $(CLIQUE_BUDGETS); do \
 		$(PY) train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) \
@@ -82,7 +82,7 @@ weights-cliquenet: setup
 			|| exit 1; \
 	done
 	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
-		--command "python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) train.budget_s=7200, then the same with ckpt_path=last train.budget_s=14400 and train.budget_s=21600"
+		--command "python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN) train.budget_s=7200, then the same with ckpt_path=last train.budget_s=14400, train.budget_s=21600 and train.budget_s=28800"
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
