@@ -12,6 +12,7 @@ split), not recomputed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch import nn
 
 from zoo.errors import UserError
 from zoo.factory import create_model
+from zoo.io import atomic_write_bytes, atomic_write_json
 from zoo.pretrained import read_state_dict, unwrap_state_dict
 
 if TYPE_CHECKING:
@@ -112,6 +114,21 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     else:
         sd = unwrap_state_dict(ckpt)
     return sd, info
+
+
+def save_weights(model: nn.Module, info: dict[str, Any], out: str | Path, **record: Any) -> dict:
+    """Write ``model``'s tensors to ``out`` (.safetensors, no pickle) and ``out``'s ``.json``:
+    ``info`` (model name, builder arguments, data), the file's SHA-256 and ``record`` (tag,
+    metrics, command, ...). Both files are written atomically. Returns the JSON written."""
+    from safetensors.torch import save
+
+    out = Path(out)
+    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    atomic_write_bytes(out, blob)
+    keep = {k: info[k] for k in ("model", "model_kwargs", "data") if k in info}
+    meta = {**keep, "sha256": hashlib.sha256(blob).hexdigest(), **record}
+    atomic_write_json(out.with_suffix(".json"), meta)
+    return meta
 
 
 def _show(keys: list[str], limit: int = 4) -> str:

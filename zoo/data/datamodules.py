@@ -144,6 +144,22 @@ class InMemoryDataModule(pl.LightningDataModule):
             self.train_loader.set_epoch(trainer.current_epoch)
         return self.train_loader
 
+    def calibration_dataloader(self) -> InMemoryLoader:
+        """Training images as the model sees them at test time (no augmentation), in a fixed
+        shuffled order and in training-size batches (ragged last batch dropped): the input of
+        BatchNorm recalibration (``zoo.training.recalibrate``)."""
+        self._ensure_loaded()
+        return InMemoryLoader(
+            self.train_x,
+            self.train_y,
+            self.batch_size,
+            self.mean,
+            self.std,
+            shuffle=True,
+            drop_last=True,
+            seed=self.seed,
+        )
+
     def val_dataloader(self) -> InMemoryLoader:
         self._ensure_loaded()
         if len(self.val_y) == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib.util
 import io
 import json
@@ -30,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 
-from zoo.checkpoint import load_strict, model_from_checkpoint, read_checkpoint
+from zoo.checkpoint import load_strict, model_from_checkpoint, read_checkpoint, save_weights
 from zoo.errors import UserError
 from zoo.factory import create_model
-from zoo.io import atomic_write_bytes, atomic_write_json
+from zoo.io import atomic_write_bytes
 from zoo.registry import get_model_entry, is_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -45,6 +43,17 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 EXPORT_BATCH, CHECK_BATCH = 2, 3  # checked on another batch size than traced: the axis is dynamic
 TOLERANCE = 1e-4  # atol = rtol, as torch.allclose
 METADATA_FILE = "zoo.json"  # the TorchScript extra file holding the metadata
+# What a weights file's JSON records of its training run (results.json).
+RESULT_METRICS = (
+    "test_acc1",
+    "test_acc5",
+    "test_loss",
+    "best_val_acc1",
+    "epochs",
+    "wall_time_s",
+    "budget_s",
+    "images_seen",
+)
 
 
 # ---- weights (safetensors + json) ---------------------------------------------------------------
@@ -53,39 +62,22 @@ METADATA_FILE = "zoo.json"  # the TorchScript extra file holding the metadata
 def export(ckpt: Path, out: Path, tag: str = "fmnist", command: str = "") -> dict:
     """Write the weights of training checkpoint ``ckpt`` to ``out`` (.safetensors) + ``.json``."""
     model, info = model_from_checkpoint(ckpt)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    blob = save(tensors)
-    atomic_write_bytes(out, blob)
     results = next(
         (p / "results.json" for p in ckpt.resolve().parents if (p / "results.json").is_file()), None
     )
     metrics = {}
     if results is not None:
         r = json.loads(results.read_text())
-        metrics = {
-            k: r[k]
-            for k in (
-                "test_acc1",
-                "test_acc5",
-                "test_loss",
-                "best_val_acc1",
-                "epochs",
-                "wall_time_s",
-                "budget_s",
-                "images_seen",
-            )
-            if r.get(k) is not None
-        }
-    meta = {
-        **info,
-        "tag": tag,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "metrics": metrics,
-        "command": command,
-        "source_checkpoint": ckpt.name,
-    }
-    atomic_write_json(out.with_suffix(".json"), meta)
-    return meta
+        metrics = {k: r[k] for k in RESULT_METRICS if r.get(k) is not None}
+    return save_weights(
+        model,
+        info,
+        out,
+        tag=tag,
+        metrics=metrics,
+        command=command,
+        source_checkpoint=ckpt.name,
+    )
 
 
 # ---- the network (ONNX, TorchScript) ------------------------------------------------------------

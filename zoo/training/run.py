@@ -31,6 +31,7 @@ from zoo.training.debug import set_dropout
 from zoo.training.instantiate import build, build_all
 from zoo.training.loggers import ResumableCSVLogger
 from zoo.training.module import ZooClassifier
+from zoo.training.recalibrate import RecalibrateBatchNorm
 from zoo.training.rundir import check_run_dir, run_lock
 
 log = logging.getLogger(__name__)
@@ -301,9 +302,9 @@ def collect_results(
         "best_checkpoint": trainer.checkpoint_callback.best_model_path,
         "data": data_info,
     }
-    curve = next((c for c in trainer.callbacks if isinstance(c, TestCurve)), None)
-    if curve is not None:
-        results.update(curve.results())
+    for callback in trainer.callbacks:  # what the reporting callbacks measured
+        if isinstance(callback, (TestCurve, RecalibrateBatchNorm)):
+            results.update(callback.results())
     return results
 
 
