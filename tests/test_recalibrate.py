@@ -15,6 +15,7 @@ from torch import nn
 from zoo.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.data import SyntheticDataModule
 from zoo.evaluation.recalibrate import run as recalibrate_task
+from zoo.tools.export import export
 from zoo.training import recalibrate_bn
 
 
@@ -132,6 +133,7 @@ def test_callback_recalibrates_best_checkpoint_before_the_test(tmp_path: Path) -
     recalibrate_bn(model, dm.calibration_dataloader(), num_batches=3)  # idempotent: same stats
     for k, v in _stats(model.state_dict()).items():
         torch.testing.assert_close(stored[k], v, msg=k)
+    assert export(best, tmp_path / "w.safetensors")["bn_recalibration"] == report
 
 
 def test_recalibrate_task_writes_weights_and_reports_test_before_after(tmp_path: Path) -> None:

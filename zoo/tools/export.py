@@ -65,10 +65,12 @@ def export(ckpt: Path, out: Path, tag: str = "fmnist", command: str = "") -> dic
     results = next(
         (p / "results.json" for p in ckpt.resolve().parents if (p / "results.json").is_file()), None
     )
-    metrics = {}
+    metrics, extra = {}, {}
     if results is not None:
         r = json.loads(results.read_text())
         metrics = {k: r[k] for k in RESULT_METRICS if r.get(k) is not None}
+        if r.get("bn_recalibration"):  # callbacks.recalibrate_bn: what the statistics came from
+            extra["bn_recalibration"] = r["bn_recalibration"]
     return save_weights(
         model,
         info,
@@ -77,6 +79,7 @@ def export(ckpt: Path, out: Path, tag: str = "fmnist", command: str = "") -> dic
         metrics=metrics,
         command=command,
         source_checkpoint=ckpt.name,
+        **extra,
     )
 
 
