@@ -9,7 +9,7 @@ import torchvision
 import zoo
 from zoo.registry import count_params
 
-# torchvision / paper parameter counts at default classes (issue 2; He et al., Huang et al. Table 2,
+# torchvision / paper parameter counts at default classes (He et al., Huang et al. Table 2,
 # Li et al.'s loss-landscape code).
 EXACT_COUNTS = {
     "lenet5": 61_706,
