@@ -127,6 +127,16 @@ def test_damaged_idx_file_is_a_user_error_naming_it(tmp_path: Path, damage) -> N
     assert "\n" not in str(err.value)
 
 
+def test_train_and_test_images_of_different_sizes_are_refused(tmp_path: Path) -> None:
+    """32x32 training and 28x28 test images: the model would be scored at a size it never saw."""
+    write_idx_dataset(tmp_path, 10, 4, gz=False)
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(images))
+    with pytest.raises(UserError, match=r"training 1x32x32, test 1x28x28") as err:
+        FashionMNISTDataModule(root=str(tmp_path), val_size=2).setup()
+    assert "\n" not in str(err.value)
+
+
 def test_idx_labels_must_match_the_images(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path, 10, 4, gz=False)
     labels = tmp_path / "train-labels-idx1-ubyte"
@@ -301,6 +311,10 @@ def test_imagefolder_classes_come_from_train_and_each_has_images(tmp_path: Path)
     with pytest.raises(UserError, match="has class folder.s. d that .*train lacks"):
         ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1).setup()
     (tmp_path / "test" / "d").rmdir()
+    (tmp_path / "train" / "b").rename(tmp_path / "b")  # one class: nothing to classify
+    with pytest.raises(UserError, match="has 1 class folder.s.; a classifier needs at least 2"):
+        ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1).setup()
+    (tmp_path / "b").rename(tmp_path / "train" / "b")
     dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, val_size=1)
     dm.setup()
     assert dm.classes == ["a", "b"] and dm.describe()["test"] == 2

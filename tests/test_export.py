@@ -58,6 +58,7 @@ def _lightning_ckpt(
 def test_export_cli_writes_weights_and_config(tmp_path: Path, capsys) -> None:
     ckpt, ref = _lightning_ckpt(tmp_path)
     out = tmp_path / "out" / "r20.safetensors"
+    out.parent.mkdir()
     main([str(ckpt), str(out), "--command", "python train.py model=resnet20"])
     assert "wrote" in capsys.readouterr().out
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -96,6 +97,19 @@ def test_missing_checkpoint_one_line_exit_2(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "missing.ckpt does not exist" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [[], ["--onnx"]], ids=["weights", "network"])
+def test_export_creates_no_folders(tmp_path: Path, capsys, extra: list[str]) -> None:
+    ckpt, _ = _lightning_ckpt(tmp_path)
+    suffix = ".onnx" if extra else ".safetensors"
+    out = tmp_path / "typo" / "deeper" / f"r20{suffix}"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(ckpt), str(out), *extra])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{out.parent} does not exist: create it first" in err
+    assert not (tmp_path / "typo").exists()
 
 
 def test_export_command_bad_output_one_line_exit_2(tmp_path: Path) -> None:

@@ -79,6 +79,23 @@ def test_bad_class_or_channel_counts_are_one_line_value_errors(kwargs: dict, mat
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("cliquenet_k36_t12", {"drop_rate": 1.5}),
+        ("densenet40_k12", {"drop_rate": -0.1}),
+        ("alexnet_cifar", {"dropout": "0.5"}),
+        ("googlenet_cifar", {"dropout_aux": 1.0}),
+    ],
+)
+def test_dropout_probabilities_are_checked_when_the_model_is_built(name: str, kwargs: dict) -> None:
+    """Not at the first training forward, where F.dropout would refuse them."""
+    ((key, value),) = kwargs.items()
+    match = rf"^{name}\(\): {key} must be a probability in \[0, 1\), got {value!r}$"
+    with pytest.raises(ValueError, match=match):
+        zoo.create_model(name, **kwargs)
+
+
 def test_zero_classes_and_numpy_ints_are_accepted() -> None:
     import numpy as np
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import SYNTHETIC_TINY, SimulatedCrash, cli, one_line_error, run_train
 
-from zoo.errors import UserError
+from zoo.errors import RunInterrupted, UserError
 
 # 4 epochs of 12 steps: small enough for a second, long enough to interrupt inside an epoch.
 RUN = [
@@ -138,6 +138,11 @@ def test_bad_checkpoint_files_are_one_line_errors(tmp_path: Path, content: bytes
         ("trainer.precision=fp17", "trainer.precision"),
         ("train.budget_s=0", "train.budget_s"),
         ("allocator=fast", "allocator"),
+        ("+trainer.max_steps=-5", "trainer.max_steps"),
+        ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
+        ("train.dropout=1.5", "train.dropout"),
+        ("data.num_classes=1", "data.num_classes"),
+        ("data.val_size=-3", "data.val_size"),
     ],
 )
 def test_bad_values_are_refused_before_any_work(tmp_path: Path, override: str, key: str) -> None:
@@ -186,6 +191,19 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -
     assert last["epoch"] == 0
 
 
+def test_a_checkpoint_folder_that_refuses_writes_is_a_one_line_error(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from zoo.training import run
+
+    def refuse(self, checkpoint, path, storage_options=None):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{path}.tmp")
+
+    monkeypatch.setattr(run.AtomicCheckpointIO, "save_checkpoint", refuse)
+    with pytest.raises(UserError, match=f"^cannot write into {tmp_path}/checkpoints \\(Perm"):
+        run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+
+
 def test_nan_loss_says_whether_a_checkpoint_exists(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="loss became (nan|inf).*no checkpoint had been written"):
         run_train(tmp_path, [*RUN, "optim.lr=1e12"])
@@ -199,3 +217,153 @@ def test_results_json_is_valid_after_resume(tmp_path: Path) -> None:
 def test_an_input_too_small_for_the_model_names_the_smallest_size(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="densenet121 needs inputs of at least"):
         run_train(tmp_path, [*SYNTHETIC_TINY, "model=densenet121", "data.image_size=16"])
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_started(tmp_path: Path) -> None:
+    run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+    before = _snapshot(tmp_path)
+    # refused by its data, then by a loss that diverges before the first checkpoint: nothing lost
+    with pytest.raises(UserError, match="does not hold the four IDX files"):
+        run_train(tmp_path, ["data=fashion_mnist", "data.root=/nonexistent", "overwrite=true"])
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(UserError, match="no checkpoint had been written yet"):
+        run_train(tmp_path, [*RUN, "optim.lr=1e12", "seed=1", "overwrite=true"])
+    assert _snapshot(tmp_path) == before
+    # a new run that has written last.ckpt has started: it replaces the old one, and resumes
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=14"]
+    with pytest.raises(SimulatedCrash):
+        run_train(tmp_path, [*RUN, "seed=1", "overwrite=true", *crash])
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / ".overwritten").exists()
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert run_train(tmp_path, [*RUN, "seed=1", "ckpt_path=last"])["seed"] == 1
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_gives_the_old_run_back(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from zoo.training import rundir
+
+    run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
+    before = _snapshot(tmp_path)
+    with monkeypatch.context() as patch:  # the process dies before it can settle the overwrite
+        patch.setattr(rundir, "settle_overwrite", lambda out: None)
+        with pytest.raises(UserError, match="loss became"):
+            run_train(tmp_path, [*RUN, "optim.lr=1e12", "overwrite=true"])
+    assert not (tmp_path / "results.json").exists()
+    with pytest.raises(UserError, match="already holds a run"):  # the next command settles it
+        run_train(tmp_path, [*RUN, "seed=1"])
+    assert _snapshot(tmp_path) == before
+
+
+def test_non_finite_validation_stops_the_run_and_is_never_best(tmp_path: Path) -> None:
+    poison = ["+callbacks.poison._target_=helpers.poison_validation", "+callbacks.poison.epoch=1"]
+    with pytest.raises(
+        UserError, match=r"validation became non-finite \(val/loss (nan|inf).*epoch 1"
+    ):
+        run_train(tmp_path, [*RUN, "trainer.max_epochs=3", *poison])
+    assert not (tmp_path / "results.json").exists()
+    for name in ("best.ckpt", "last.ckpt"):  # both from epoch 0, the last finite one
+        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert checkpoint["epoch"] == 0, name
+    assert all(
+        r["val/loss"] in ("", None) or float(r["val/loss"]) < 1e30
+        for r in _rows(tmp_path / "metrics.csv")
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(15, 143), (2, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_mid_epoch_saves_last_ckpt_and_resumes(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    full = run_train(tmp_path / "full", [*RUN, "callbacks.checkpoint_every_min=null"])
+    out = tmp_path / "stopped"
+    stop = ["+callbacks.stop._target_=helpers.signal_at_step", "+callbacks.stop.step=30"]
+    stop.append(f"+callbacks.stop.signum={signum}")
+    with pytest.raises(
+        RunInterrupted, match=r"at epoch 2, step 31.*resume .*ckpt_path=last"
+    ) as info:
+        run_train(out, [*RUN, "callbacks.checkpoint_every_min=null", *stop])
+    assert info.value.exit_code == code and not (out / "results.json").exists()
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 31  # saved after the batch the signal arrived in
+    resumed = run_train(out, [*RUN, "callbacks.checkpoint_every_min=null", "ckpt_path=last"])
+    for key in ("epochs", "global_steps", "best_val_acc1", "test_acc1", "test_loss", "images_seen"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+
+
+def test_float64_trains_validates_and_tests(tmp_path: Path) -> None:
+    results = run_train(tmp_path, [*RUN, "trainer.max_epochs=1", "trainer.precision=64"])
+    assert results["test_acc1"] is not None and results["macs"] > 0
+    assert len(results["test_curve"]) == 1
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    weights = {k: v for k, v in best["state_dict"].items() if k.startswith("model.")}
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float64}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.num_classes=0", "model.num_classes must be an integer >= 1, got 0"),
+        ("model.in_chans=0", "model.in_chans must be an integer >= 1, got 0"),
+        ("model.num_classes=10.5", "model.num_classes must be an integer >= 1, got 10.5"),
+        ("model.num_classes=1.5", "model.num_classes must be an integer >= 1, got 1.5"),
+        ("model.num_classes=ten", "model.num_classes must be an integer >= 1, got 'ten'"),
+        ("model.num_classes=5", "model.num_classes=5 but the data has 10 classes"),
+        ("model.in_chans=3", "model.in_chans=3 but the data has 1 channels"),
+        ("model.drop_rate=1.5", "drop_rate must be a probability in \\[0, 1\\), got 1.5"),
+    ],
+)
+def test_model_counts_are_checked_as_create_model_checks_them(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    model = "model=cliquenet_k36_t12" if "drop_rate" in override else "model=lenet5"
+    with pytest.raises(UserError, match=message):
+        run_train(tmp_path, [*RUN, model, override])
+    assert not (tmp_path / "config.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+trainer.nonsense=1"], "unknown config key 'trainer.nonsense'"),
+        (["+trainer.max_epoch=2"], "did you mean: trainer.max_epochs"),
+        (["+train.nonsense=1"], "unknown config key 'train.nonsense'"),
+        (["+data.nonsense=1"], "unknown config key 'data.nonsense'"),
+        (["+optim.nonsense=1"], "unknown config key 'optim.nonsense'"),
+        (["data=imagefolder"], "data.root has no value: give it on the command line"),
+        (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 trains forever"),
+        (["trainer.devices=0"], r"^trainer: `Trainer\(devices=0\)` value is not a valid input"),
+    ],
+)
+def test_unknown_keys_and_missing_values_are_one_line_errors(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    base = [] if overrides[0].startswith("data=") else SYNTHETIC_TINY
+    with pytest.raises(UserError, match=message):
+        run_train(tmp_path, [*base, *overrides])
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_max_epochs_minus_one_is_fine_with_a_budget() -> None:
+    from helpers import compose
+
+    from zoo.training.config_checks import check_train_config
+
+    for budget in ("train.budget_s=5", "+trainer.max_steps=10"):
+        check_train_config(compose(["trainer.max_epochs=-1", budget]))
+
+
+def test_checkpoint_folder_and_run_folder_inside_a_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=f"ckpt_path={tmp_path} is a folder: give a checkpoint"):
+        run_train(tmp_path / "run", [*SYNTHETIC_TINY, f"ckpt_path={tmp_path}"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="file is a file, not a folder"):
+        run_train(tmp_path / "file" / "run", SYNTHETIC_TINY)

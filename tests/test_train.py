@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import SYNTHETIC_TINY, cli, compose, needs_fmnist, run_train
+from helpers import SYNTHETIC_TINY, cli, compose, needs_fmnist, one_line_error, run_train
 
 import zoo
 from zoo.errors import UserError
@@ -239,3 +240,108 @@ def test_main_job_recipe_reaches_89_percent(tmp_path: Path) -> None:
     """The README's main job (make train): LeNet-5, 10 epochs, Fashion-MNIST, >= 89% test top-1."""
     results = run_train(tmp_path, ["model=lenet5", "data=fashion_mnist", "trainer=cpu"])
     assert results["epochs"] == 10 and results["test_acc1"] >= 0.89
+
+
+# 448 synthetic 28x28 grey images: 12 steps of 32 per epoch, one thread.
+TINY_RUN = [
+    "model=lenet5",
+    "data=synthetic",
+    "data.num_samples=448",
+    "data.val_size=64",
+    "data.num_test=64",
+    "data.image_size=28",
+    "data.in_chans=1",
+    "data.batch_size=32",
+    "threads=1",
+]
+TESTS_ON_PATH = {"PYTHONPATH": str(Path(__file__).parent)}  # callbacks from tests/helpers
+
+
+def test_sigterm_saves_says_how_to_resume_and_exits_143(tmp_path: Path) -> None:
+    stop = ["+callbacks.stop._target_=helpers.signal_at_step", "+callbacks.stop.step=5"]
+    args = [*TINY_RUN, "trainer.max_epochs=2", *stop, f"hydra.run.dir={tmp_path}"]
+    proc = cli("train.py", args, env_extra=TESTS_ON_PATH)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "results.json").exists()
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM at epoch 0, step 6; {tmp_path}/checkpoints/last.ckpt holds epoch 0, "
+        "step 6: resume with the same command and ckpt_path=last"
+    )
+    # the run started, so the zoo wrote Hydra's record of its command
+    assert "+callbacks.stop.step=5" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_refused_commands_and_evaluations_leave_a_run_folder_as_it_was(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_train(run, [*TINY_RUN, "trainer.max_epochs=1"])
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- model=lenet5\n- data=synthetic\n")
+    (run / ".hydra" / "config.yaml").write_text("model:\n  name: lenet5\n")
+    before = {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in run.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+    here = f"hydra.run.dir={run}"
+    # overwrite=true with data that cannot be read: refused before the old run is touched
+    bad_data = ["data=fashion_mnist", "data.root=/nonexistent", "overwrite=true", here]
+    assert "does not hold the four IDX files" in one_line_error(cli("train.py", bad_data))
+    evaluation = cli(
+        "evaluate.py",
+        [
+            "task=eval",
+            f"ckpt_path={run}/checkpoints/best.ckpt",
+            *[a for a in TINY_RUN if a.startswith("data")],
+            here,
+        ],
+    )
+    _, err = evaluation.communicate(timeout=300)
+    assert evaluation.returncode == 0, err[-2000:]
+    assert (run / "eval.json").is_file()
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_hydra_full_error_0_means_off(tmp_path: Path) -> None:
+    env = {"HYDRA_FULL_ERROR": "0"}  # Hydra's switch, off: one line, as without it
+    line = one_line_error(cli("train.py", ["data.batch_size=0", f"hydra.run.dir={tmp_path}"], env))
+    assert line.startswith("error: data.batch_size=0 is not valid")
+
+
+def test_a_run_folder_inside_a_file_is_one_line(tmp_path: Path, capsys) -> None:
+    from zoo.cli import validate_overrides
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        validate_overrides("train", [f"hydra.run.dir={tmp_path}/file/run"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: hydra.run.dir={tmp_path}/file/run: {tmp_path}/file is a file, not a folder; "
+        "choose another DIR\n"
+    )
+
+
+def _without_root_override() -> list[str] | None:
+    """A command prefix under which this process's user cannot write a read-only folder: none
+    for an ordinary user, ``setpriv`` dropping root's override of file permissions for root."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def test_read_only_run_folders_are_one_line_errors(tmp_path: Path) -> None:
+    prefix = _without_root_override()
+    empty, finished = tmp_path / "empty", tmp_path / "finished"
+    empty.mkdir()
+    run_train(finished, [*TINY_RUN, "trainer.max_epochs=1"])
+    try:
+        for folder, extra in ((empty, []), (finished, ["ckpt_path=last"])):  # new run, resume
+            folder.chmod(0o555)
+            args = [*TINY_RUN, "trainer.max_epochs=2", *extra, f"hydra.run.dir={folder}"]
+            line = one_line_error(cli("train.py", args, prefix=prefix))
+            assert f"{folder} is not writable" in line, line
+    finally:
+        for folder in (empty, finished):
+            folder.chmod(0o755)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -185,9 +184,10 @@ def load_checkpoint_and_data(
     """
     if not cfg.ckpt_path:
         raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
+    from zoo.training.instantiate import build  # not at import: zoo.training imports this module
+
     model, info = model_from_checkpoint(cfg.ckpt_path)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    dm = instantiate(data_cfg)
+    dm = build(OmegaConf.to_container(cfg.data, resolve=True), "data")
     dm.setup(stage)
     if info.get("data", {}).get("mean"):
         dm.mean = torch.tensor(info["data"]["mean"])

@@ -1,8 +1,11 @@
 """The entry points' shared wrapper: Hydra composition, one-line errors, exit code 2.
 
 ``train.py`` and ``evaluate.py`` call ``run(fn, config_name)``. Mistakes in the command line
-(unknown model, dataset or config key, a missing file) print one line with the closest valid names
-and exit with status 2, without a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+(unknown model, dataset or config key, a value left out, a missing file, a run folder that is a
+file or cannot be written) print one line with the closest valid names and exit with status 2,
+without a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback (any other value, ``0`` included,
+does not: Hydra's own reading of the variable). A run stopped by SIGTERM or Ctrl-C prints how to
+resume it and exits with 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.errors import UserError
+from zoo.errors import RunInterrupted, UserError
 from zoo.paths import CONF_DIR
 from zoo.runtime import configure_allocator, set_threads
+from zoo.training.config_checks import check_no_missing_values
+from zoo.training.rundir import record_command
 
 
 def fail(message: str) -> None:
@@ -68,30 +74,59 @@ def _known_keys(config_name: str, overrides: list[str], parent: str) -> list[str
         return []
 
 
+def full_error() -> bool:
+    """``HYDRA_FULL_ERROR=1``: tracebacks, not one-line errors ("1" only, as Hydra reads it)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """Hydra creates the run folder and its job log before the task runs, with a traceback when it
+    cannot: a folder that is a file, or one this process may not write, is refused first."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        fail(f"hydra.run.dir={run_dir}: {existing} is a file, not a folder; choose another DIR")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(
+            f"hydra.run.dir={run_dir}: {existing} is not writable; make it writable or choose "
+            "another hydra.run.dir=DIR"
+        )
+
+
 def validate_overrides(config_name: str, argv: list[str]) -> None:
-    """Compose once before Hydra runs, so that bad overrides fail fast with a one-line error."""
+    """Compose once before Hydra runs, so that bad overrides and a run folder that cannot be used
+    fail fast with a one-line error."""
     if any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
         return  # sweeps and Hydra's own flags: let Hydra handle them
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         with hydra.initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            hydra.compose(config_name, overrides=overrides)
+            cfg = hydra.compose(config_name, overrides=overrides, return_hydra_config=True)
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
         fail(explain_composition_error(err, config_name, overrides))
     finally:
         hydra.core.global_hydra.GlobalHydra.instance().clear()
+    try:
+        run_dir = OmegaConf.select(cfg, "hydra.run.dir")
+    except Exception:  # ${hydra:...} resolves only inside the job: Hydra checks it there
+        return
+    if run_dir:
+        check_run_dir_path(Path(str(run_dir)))
 
 
 def run(fn: Callable[[DictConfig], object], config_name: str) -> None:
     """Run ``fn(cfg)`` under ``hydra.main`` with the zoo's error handling."""
-    if not os.environ.get("HYDRA_FULL_ERROR"):
+    if not full_error():
         validate_overrides(config_name, sys.argv[1:])
 
     def task(cfg: DictConfig):
         try:
+            check_no_missing_values(cfg)
             return fn(cfg)
+        except RunInterrupted as err:
+            print(err, file=sys.stderr)
+            sys.exit(err.exit_code)
         except UserError as err:
-            if os.environ.get("HYDRA_FULL_ERROR"):
+            if full_error():
                 raise
             fail(str(err))
 
@@ -106,4 +141,7 @@ def dispatch_task(cfg: DictConfig):
         raise UserError(f"task function {cfg.task.fn!r} cannot be imported ({err})") from None
     configure_allocator(cfg.get("allocator", "retain"))
     set_threads(cfg.get("threads"))
+    # Hydra's record of this command, unless the folder has one (a training run's): never
+    # rewritten by an evaluation pointed at a run folder.
+    record_command(Path(cfg.output_dir), cfg, replace=False)
     return fn(cfg)

@@ -21,7 +21,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int], batch_size: i
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        x = torch.zeros(batch_size, *input_size, device=device)
+        dtype = param.dtype if param is not None and param.is_floating_point() else None
+        x = torch.zeros(batch_size, *input_size, device=device, dtype=dtype)  # fp64 models too
         with FlopCounterMode(display=False) as counter:
             model(x)
         return counter.get_total_flops() // 2 // batch_size

@@ -33,8 +33,10 @@ __all__ = [
     "ModelEntry",
     "PaperNumbers",
     "PretrainedTag",
+    "DROPOUT_OPTIONS",
     "build_model",
     "cache_filename",
+    "check_builder_value",
     "check_input_size",
     "count_params",
     "get_model_entry",
@@ -218,17 +220,36 @@ def model_names(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
-def _check_count(name: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}(): {key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+# Builder options of the zoo's models that set a dropout probability.
+DROPOUT_OPTIONS = ("drop_rate", "dropout", "dropout_aux")
+COUNT_MINIMUM = {"num_classes": 0, "in_chans": 1}  # num_classes=0: no classifier (timm's features)
+
+
+def check_builder_value(what: str, key: str, value: Any, minimum: int | None = None) -> Any:
+    """``value`` of builder option ``key`` if valid, else a one-line ``ValueError`` naming ``what``.
+
+    ``num_classes``/``in_chans`` are integers >= ``minimum`` (default: 0 and 1; never truncated),
+    the dropout options probabilities in [0, 1). ``create_model`` and the trainer both check with
+    this (``what`` is ``"resnet20(): num_classes"`` or ``"model.num_classes"``).
+    """
+    if key in COUNT_MINIMUM:
+        least = COUNT_MINIMUM[key] if minimum is None else minimum
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
+        return int(value)
+    if key in DROPOUT_OPTIONS and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1
+    ):
+        raise ValueError(f"{what} must be a probability in [0, 1), got {value!r}")
+    return value
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Call ``name``'s builder after checking the arguments against its signature.
 
     A misspelt option fails at once (``TypeError`` naming the accepted ones) instead of deep
-    inside ``__init__``; ``num_classes < 0``, ``in_chans < 1`` or non-integers are a ``ValueError``.
+    inside ``__init__``; ``num_classes < 0``, ``in_chans < 1``, non-integers and dropout
+    probabilities outside [0, 1) are a ``ValueError`` (:func:`check_builder_value`).
     The model carries its record as ``model.default_cfg`` (timm's attribute).
     """
     entry = get_model_entry(name)
@@ -239,12 +260,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
             f"{name}() got unexpected argument(s) {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(accepted)}"
         )
-    if kwargs.get("num_classes") is not None:
-        kwargs["num_classes"] = _check_count(name, "num_classes", kwargs["num_classes"], 0)
-    if kwargs.get("in_chans") is not None:
-        kwargs["in_chans"] = _check_count(name, "in_chans", kwargs["in_chans"], 1)
     kwargs = {
-        k: v for k, v in kwargs.items() if v is not None or k not in ("num_classes", "in_chans")
+        k: check_builder_value(f"{name}(): {k}", k, v)
+        for k, v in kwargs.items()
+        if v is not None or k not in COUNT_MINIMUM
     }
     model = entry.builder(**kwargs)
     model.default_cfg = entry.cfg

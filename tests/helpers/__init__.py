@@ -49,11 +49,14 @@ def run_train(out: Path, overrides: list[str]) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def cli(script: str, args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
-    """Start ``train.py``/``evaluate.py`` in a subprocess (one thread, text pipes)."""
+def cli(
+    script: str, args: list[str], env_extra: dict | None = None, prefix: list[str] | None = None
+) -> subprocess.Popen:
+    """Start ``train.py``/``evaluate.py`` in a subprocess (one thread, text pipes), after the
+    command ``prefix`` (e.g. ``setpriv ... --``) when given."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args],
+        [*(prefix or []), sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -123,3 +126,34 @@ class StepRecorder:
 
 def step_recorder(step_s: float):
     return StepRecorder(step_s).callback
+
+
+def signal_at_step(step: int, signum: int = 15):
+    """A callback (``+callbacks.stop._target_=helpers.signal_at_step``) that sends this process
+    ``signum`` (SIGTERM by default) as the training batch of ``step`` starts."""
+    import signal as signals
+
+    import pytorch_lightning as pl
+
+    class SignalAtStep(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            if trainer.global_step == step:
+                signals.raise_signal(signum)
+
+    return SignalAtStep()
+
+
+def poison_validation(epoch: int):
+    """A callback that makes the model's outputs infinite from the validation of ``epoch`` on (an
+    overflow the training loss of that epoch did not see)."""
+    import pytorch_lightning as pl
+    import torch
+
+    class PoisonValidation(pl.Callback):
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            if not trainer.sanity_checking and trainer.current_epoch == epoch:
+                last = [m for m in pl_module.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+                with torch.no_grad():
+                    last.bias.fill_(float("inf"))
+
+    return PoisonValidation()

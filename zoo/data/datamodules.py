@@ -81,6 +81,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.fixed_val: tuple[torch.Tensor, torch.Tensor] | None = None
         train_x, train_y, test_x, test_y = self.load()  # may set self.fixed_val
         self._check_labels(train_y, test_y)
+        self._check_image_shapes(train_x, test_x)
         if self.fixed_val is not None:
             train_idx = torch.arange(len(train_y))
             self.val_x, self.val_y = self.fixed_val
@@ -110,6 +111,20 @@ class InMemoryDataModule(pl.LightningDataModule):
                     f"{self.name}: labels run from {int(y.min())} to {int(y.max())} but the data "
                     f"has {self.num_classes} classes (0..{self.num_classes - 1}); check data.root"
                 )
+
+    def _check_image_shapes(self, train_x: torch.Tensor, test_x: torch.Tensor) -> None:
+        """Every split holds images of one shape: a model is tested and validated at the size and
+        channel count it was trained at (``describe()`` reports that one shape)."""
+        splits = {"training": train_x, "test": test_x}
+        if self.fixed_val is not None:
+            splits["validation"] = self.fixed_val[0]
+        shapes = {name: "x".join(map(str, x.shape[1:])) for name, x in splits.items()}
+        if len(set(shapes.values())) > 1:
+            found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+            raise UserError(
+                f"{self.name}: the splits hold images of different shapes (C x H x W: {found}); "
+                "give every split images of one size and channel count (check data.root)"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
@@ -529,8 +544,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         if not (root / "train").is_dir() or not (root / "test").is_dir():
             raise UserError(f"imagefolder: {root} must contain train/ and test/ class folders")
         self.classes = class_folders(root / "train")
-        if not self.classes:
-            raise UserError(f"imagefolder: {root / 'train'} has no class folders")
+        if len(self.classes) < 2:
+            raise UserError(
+                f"imagefolder: {root / 'train'} has {len(self.classes)} class folder(s); a "
+                "classifier needs at least 2 (one folder per class)"
+            )
         self.num_classes = len(self.classes)
         train_x, train_y = self._read_split(root / "train", every_class=True)
         test_x, test_y = self._read_split(root / "test")

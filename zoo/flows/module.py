@@ -26,7 +26,7 @@ from zoo.errors import UserError
 from zoo.flows import plots
 from zoo.flows.cnf import create_cnf, logit_transform
 from zoo.training.callbacks import TrainingClock
-from zoo.training.module import NonFiniteLossError, ZooClassifier
+from zoo.training.module import NonFiniteLossError, ZooClassifier, check_finite_validation
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,15 @@ class CNFDensityModule(pl.LightningModule):
             )
 
     def _eval_epoch_end(self, split: str) -> None:
+        values = {}
         for metric in self.metric_names():
             m = getattr(self, f"{split}_{metric}")
-            self.log(f"{split}/{metric}", m.compute(), prog_bar=metric != "nfe", sync_dist=True)
+            values[metric] = m.compute()
             m.reset()
+        if split == "val":
+            check_finite_validation(self, {f"val/{k}": v for k, v in values.items()})
+        for metric, value in values.items():
+            self.log(f"{split}/{metric}", value, prog_bar=metric != "nfe", sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from zoo.errors import UserError
 from zoo.training.run import train
+from zoo.training.rundir import record_command
 
 
 def train_or_study(cfg: DictConfig) -> object:
@@ -21,4 +24,5 @@ def train_or_study(cfg: DictConfig) -> object:
         fn = get_method(cfg.study.fn)
     except Exception as err:
         raise UserError(f"study.fn={cfg.study.fn!r} cannot be imported ({err})") from None
+    record_command(Path(cfg.output_dir), cfg)  # the study's folder; its runs have their own
     return fn(cfg)

@@ -78,7 +78,13 @@ def training_clock(trainer: pl.Trainer) -> TrainingClock | None:
 class LastCheckpoint(Checkpoint):
     """``last.ckpt`` after every training epoch (after its validation), improved or not, and —
     with ``every_min`` — every that many minutes inside an epoch, so a multi-hour epoch can be
-    resumed where it was. Written atomically by the trainer's checkpoint IO."""
+    resumed where it was. Written atomically by the trainer's checkpoint IO.
+
+    A run told to stop (SIGTERM; Lightning then ends it after the current batch) saves
+    ``last.ckpt`` after that batch too when it falls inside an epoch (single process: in DDP the
+    ranks stop together before the next batch and the previous ``last.ckpt`` is kept).
+    ``saved_at`` is the (epoch, global step) of this process's latest save.
+    """
 
     def __init__(self, dirpath: str | Path, every_min: float | None = None) -> None:
         if every_min is not None and every_min <= 0:
@@ -86,19 +92,25 @@ class LastCheckpoint(Checkpoint):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_s = every_min * 60 if every_min else None
         self._last_save = time.perf_counter()
+        self.saved_at: tuple[int, int] | None = None
 
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # a full checkpoint, to resume
         self._last_save = time.perf_counter()
+        self.saved_at = (trainer.current_epoch, trainer.global_step)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         due = self.every_s and time.perf_counter() - self._last_save >= self.every_s
-        if due and batch_idx + 1 < trainer.num_training_batches and not trainer.should_stop:
+        stopping = trainer.received_sigterm and trainer.world_size == 1
+        # Not after an epoch's last batch: a checkpoint there would skip the epoch's validation
+        # on resume; the epoch-end save follows it.
+        mid_epoch = batch_idx + 1 < trainer.num_training_batches
+        if mid_epoch and (stopping or (due and not trainer.should_stop)):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -140,8 +152,10 @@ class TestCurve(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         correct = total = 0
+        precision = trainer.precision_plugin  # the trainer's dtype (e.g. precision=64)
         for x, y in trainer.datamodule.test_dataloader():
-            logits = pl_module(x.to(pl_module.device))
+            with precision.forward_context():
+                logits = pl_module(precision.convert_input(x.to(pl_module.device)))
             correct += int((logits.argmax(1).cpu() == y).sum())
             total += len(y)
         pl_module.train(was_training)

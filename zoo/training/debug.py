@@ -19,12 +19,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_json
-from zoo.registry import get_model_entry
+from zoo.registry import DROPOUT_OPTIONS, check_builder_value, get_model_entry
 
 log = logging.getLogger(__name__)
-
-# Builder options of the zoo's models that set a dropout probability.
-DROPOUT_OPTIONS = ("drop_rate", "dropout", "dropout_aux")
 
 
 def set_dropout(model_name: str, kwargs: dict[str, Any], rate: float | None) -> dict[str, Any]:
@@ -32,8 +29,10 @@ def set_dropout(model_name: str, kwargs: dict[str, Any], rate: float | None) -> 
     unchanged). Models without such an option are returned as they are."""
     if rate is None:
         return kwargs
-    if not 0 <= rate < 1:
-        raise UserError(f"train.dropout={rate!r} is not valid: use a probability in [0, 1)")
+    try:
+        rate = check_builder_value("train.dropout", "dropout", rate)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     accepted = get_model_entry(model_name).accepted_kwargs
     return {**kwargs, **{k: float(rate) for k in DROPOUT_OPTIONS if k in accepted}}
 

@@ -24,7 +24,37 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserError):
-    """The training loss became NaN or infinite."""
+    """The training loss or a validation metric became NaN or infinite."""
+
+
+def kept_checkpoint(trainer: pl.Trainer) -> str:
+    """What a run stopped now leaves to resume from, for its error message."""
+    saved = [c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+    if saved and saved[0].is_file():
+        return f"the last good checkpoint is kept ({saved[0]})"
+    return "no checkpoint had been written yet"
+
+
+def check_finite_validation(module: pl.LightningModule, metrics: dict[str, torch.Tensor]) -> None:
+    """A NaN or infinite validation metric stops the run as a non-finite training loss does: the
+    epoch is never checkpointed, so it can never be chosen as the best."""
+    bad = {k: float(v) for k, v in metrics.items() if not torch.isfinite(torch.as_tensor(v)).all()}
+    if bad:
+        shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+        when = "before training" if module.trainer.sanity_checking else "at"
+        raise NonFiniteLossError(
+            f"validation became non-finite ({shown}) {when} epoch {module.current_epoch}, step "
+            f"{module.global_step}; lower the learning rate or clip gradients "
+            f"(trainer.gradient_clip_val); {kept_checkpoint(module.trainer)}"
+        )
+
+
+def optimizer_factory(optim_cfg: dict[str, Any]) -> tuple[Any, bool]:
+    """The optimizer of ``optim_cfg`` as a function of the parameter groups, and whether norms and
+    biases are kept out of weight decay (``exclude_bn_bias``)."""
+    cfg = dict(optim_cfg)
+    exclude_bn_bias = bool(cfg.pop("exclude_bn_bias", False))
+    return build(cfg, "optim"), exclude_bn_bias
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool) -> list[dict]:
@@ -100,7 +130,7 @@ class ZooClassifier(pl.LightningModule):
         self._rng_to_restore: torch.Tensor | None = None
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
-        num_classes = int(model_kwargs.get("num_classes") or 10)
+        num_classes = self.model.num_classes  # the builder's default when not given
         top_k = min(5, num_classes)
         for split in ("train", "val", "test"):
             setattr(
@@ -207,16 +237,10 @@ class ZooClassifier(pl.LightningModule):
             self.model.reset_step_stats()
         loss, logits = self._loss(self(x), y, self._teacher_logits(x))
         if not torch.isfinite(loss):
-            saved = [c.path for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)]
-            kept = (
-                f"the last good checkpoint is kept ({saved[0]})"
-                if saved and saved[0].is_file()
-                else "no checkpoint had been written yet"
-            )
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step "
                 f"{self.global_step}; lower the learning rate or clip gradients "
-                f"(trainer.gradient_clip_val); {kept}"
+                f"(trainer.gradient_clip_val); {kept_checkpoint(self.trainer)}"
             )
         self.train_loss.update(loss.detach())
         self.train_acc1.update(logits.detach(), y)
@@ -243,10 +267,15 @@ class ZooClassifier(pl.LightningModule):
         getattr(self, f"{split}_acc5").update(logits, y)
 
     def _eval_epoch_end(self, split: str) -> None:
+        values = {}
         for metric in ("loss", "acc1", "acc5"):
             m = getattr(self, f"{split}_{metric}")
-            self.log(f"{split}/{metric}", m.compute(), prog_bar=metric == "acc1", sync_dist=True)
+            values[f"{split}/{metric}"] = m.compute()
             m.reset()
+        if split == "val":
+            check_finite_validation(self, values)
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name.endswith("acc1"), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -273,10 +302,9 @@ class ZooClassifier(pl.LightningModule):
         return max(1, -(-batches // trainer.accumulate_grad_batches))
 
     def configure_optimizers(self):
-        cfg = dict(self.optim_cfg)
-        exclude_bn_bias = cfg.pop("exclude_bn_bias", False)
-        groups = param_groups(self.model, cfg.get("weight_decay", 0.0), exclude_bn_bias)
-        optimizer = build(cfg, "optim")(groups)
+        factory, exclude_bn_bias = optimizer_factory(self.optim_cfg)
+        groups = param_groups(self.model, self.optim_cfg.get("weight_decay", 0.0), exclude_bn_bias)
+        optimizer = factory(groups)
         schedule = build(self.sched_cfg, "scheduler")
         steps_per_epoch = self.steps_per_epoch()
         if self.clock.budget_s:

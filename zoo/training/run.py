@@ -7,32 +7,35 @@ import io
 import logging
 import pickle
 import platform
+import signal
+import threading
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from zoo.complexity import count_macs
-from zoo.errors import UserError
-from zoo.io import atomic_write_bytes, atomic_write_json
-from zoo.registry import check_input_size, count_params
+from zoo.errors import RunInterrupted, UserError
+from zoo.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from zoo.registry import check_builder_value, check_input_size, count_params
 from zoo.runtime import configure_allocator, set_threads
-from zoo.training.callbacks import TestCurve
+from zoo.training.callbacks import LastCheckpoint, TestCurve
 from zoo.training.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
 from zoo.training.debug import set_dropout
 from zoo.training.instantiate import build, build_all
 from zoo.training.loggers import ResumableCSVLogger
-from zoo.training.module import ZooClassifier
+from zoo.training.module import ZooClassifier, optimizer_factory
 from zoo.training.recalibrate import RecalibrateBatchNorm
-from zoo.training.rundir import check_run_dir, run_lock
+from zoo.training.rundir import check_run_dir, record_command, replacing, run_lock, writable
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, test the best checkpoint once, write results.json; return the optimised metric."""
+    """Fit, test the best checkpoint once, write results.json; return the optimised metric.
+
+    Everything is checked (config, run folder, data, model, checkpoint to resume, trainer) before
+    the run writes into its folder; with ``overwrite=true`` the old run is replaced only once the
+    new one has started (:func:`zoo.training.rundir.replacing`).
+    """
     check_train_config(cfg)
     quiet_third_party()
     out = Path(cfg.output_dir)
     lead = rank_zero_only.rank == 0  # DDP: the other processes share rank 0's folder
     with run_lock(out) if lead else nullcontext():
-        if lead:
-            check_run_dir(out, resume=cfg.ckpt_path == "last", overwrite=cfg.overwrite)
+        replace = lead and check_run_dir(
+            out, resume=cfg.ckpt_path == "last", overwrite=cfg.overwrite
+        )
         configure_allocator(cfg.allocator)
         set_threads(cfg.threads)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -65,42 +74,67 @@ def train(cfg: DictConfig) -> float:
         module = build_module(cfg, dm)
         resume, resume_step = resolve_resume(cfg.ckpt_path, out / "checkpoints", module)
         trainer = build_trainer(cfg)
-        if resume_step is not None and cfg.ckpt_path == "last":
-            keep_history_until(trainer, resume_step)
-        if lead:
-            atomic_write_bytes(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
-        fit(trainer, module, dm, resume, out)
-        clock = module.clock.state_dict()  # before testing, which reloads the best checkpoint
-        test_metrics = test_best(cfg, trainer, module, dm) if cfg.test else {}
-        if not lead:
-            return float(trainer.checkpoint_callback.best_model_score or 0.0)
-        results = collect_results(cfg, trainer, module, dm, clock, test_metrics)
-        atomic_write_json(out / "results.json", results)
+        with writable(out), replacing(out, replace):
+            if resume_step is not None and cfg.ckpt_path == "last":
+                keep_history_until(trainer, resume_step)
+            if lead:
+                atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+                record_command(out, cfg)
+            fit(trainer, module, dm, resume, out)
+            clock = module.clock.state_dict()  # before testing, which reloads the best checkpoint
+            test_metrics = test_best(cfg, trainer, module, dm) if cfg.test else {}
+            if not lead:
+                return float(trainer.checkpoint_callback.best_model_score or 0.0)
+            results = collect_results(cfg, trainer, module, dm, clock, test_metrics)
+            atomic_write_json(out / "results.json", results)
     print_summary(results, out)
     metric = results.get(cfg.get("optimized_metric", "best_val_acc1"))
     return float(metric) if metric is not None else float("nan")
 
 
 def model_kwargs_from_cfg(model_cfg: DictConfig, num_classes: int, in_chans: int) -> dict:
+    """The builder arguments of ``model_cfg``; ``num_classes``/``in_chans`` follow the data and,
+    when given, are checked as ``create_model`` checks them and against the data."""
     kwargs = {
         k: v
         for k, v in OmegaConf.to_container(model_cfg, resolve=True).items()
         if k not in RESERVED_MODEL_KEYS
     }
-    kwargs["num_classes"] = int(model_cfg.get("num_classes") or num_classes)
-    kwargs["in_chans"] = int(model_cfg.get("in_chans") or in_chans)
+    data_values = {"num_classes": (num_classes, "classes"), "in_chans": (in_chans, "channels")}
+    for key, (data_value, what) in data_values.items():
+        value = model_cfg.get(key)
+        if value is None:
+            kwargs[key] = data_value
+            continue
+        try:
+            kwargs[key] = check_builder_value(f"model.{key}", key, value, minimum=1)
+        except ValueError as err:
+            raise UserError(f"{err}; leave it unset to follow the data") from None
+        if kwargs[key] != data_value:
+            raise UserError(
+                f"model.{key}={value} but the data has {data_value} {what}: leave model.{key} "
+                "unset (null) to follow the data"
+            )
     return kwargs
 
 
 def build_datamodule(data_cfg: DictConfig, seed: int) -> pl.LightningDataModule:
     cfg = OmegaConf.to_container(data_cfg, resolve=True)
     cfg.setdefault("seed", seed)
-    dm = instantiate(cfg)
+    dm = build(cfg, "data")
     dm.setup("fit")
     return dm
 
 
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer factory and the schedule once, so that a wrong key (``+optim.x=1``)
+    fails before any work instead of when training starts."""
+    optimizer_factory(OmegaConf.to_container(cfg.optim, resolve=True))
+    build(OmegaConf.to_container(cfg.scheduler, resolve=True), "scheduler")
+
+
 def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningModule:
+    check_optimizer(cfg)
     if cfg.get("lightning_module"):  # a module of its own (e.g. zoo.flows) instead of a classifier
         return build(
             cfg.lightning_module,
@@ -162,14 +196,19 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         )
     if cfg.train.get("budget_s"):
         tcfg["max_epochs"] = -1  # the time budget ends training (TrainingClock)
-    return pl.Trainer(
-        default_root_dir=str(cfg.output_dir),
-        callbacks=build_all(cfg.callbacks, "callbacks"),
-        logger=build_all(cfg.logger, "logger"),
-        plugins=[AtomicCheckpointIO()],
-        enable_model_summary=False,
-        **tcfg,
-    )
+    callbacks = build_all(cfg.callbacks, "callbacks")
+    loggers = build_all(cfg.logger, "logger")
+    try:
+        return pl.Trainer(
+            default_root_dir=str(cfg.output_dir),
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            enable_model_summary=False,
+            **tcfg,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as err:  # Lightning's own checks
+        raise UserError(f"trainer: {str(err).strip().splitlines()[0]}") from None
 
 
 def resolve_resume(
@@ -182,6 +221,11 @@ def resolve_resume(
     if ckpt_path == "last" and not path.is_file():
         log.warning("ckpt_path=last but %s does not exist: starting from scratch", path)
         return None, None
+    if path.is_dir():
+        raise UserError(
+            f"ckpt_path={ckpt_path} is a folder: give a checkpoint file such as "
+            f"{path / 'checkpoints' / 'last.ckpt'}, or ckpt_path=last to resume this run"
+        )
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist (use ckpt_path=last to resume)")
     checkpoint = read_training_checkpoint(path)
@@ -237,9 +281,37 @@ def check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path)
         )
 
 
+@contextmanager
+def ctrl_c_stops_like_sigterm() -> Iterator[list[int]]:
+    """The first Ctrl-C (SIGINT) during ``fit`` stops the run as SIGTERM does, through Lightning's
+    SIGTERM handler (checkpoint, then a message); a second one interrupts at once. Yields the
+    signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_sigint(signum: int, frame) -> None:
+        sigterm_handler = signal.getsignal(signal.SIGTERM)
+        if received or not callable(sigterm_handler):
+            raise KeyboardInterrupt
+        received.append(signum)
+        sigterm_handler(signal.SIGTERM, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def fit(trainer: pl.Trainer, module: ZooClassifier, dm, resume: str | None, out: Path) -> None:
     try:  # weights_only: a checkpoint file can never run code
-        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+        with ctrl_c_stops_like_sigterm() as received:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:  # Lightning stops after the batch a SIGTERM arrived in
+        signum = received[0] if received else signal.SIGTERM
+        raise RunInterrupted(interrupted_message(trainer, signum), signum) from None
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
@@ -249,12 +321,28 @@ def fit(trainer: pl.Trainer, module: ZooClassifier, dm, resume: str | None, out:
         ) from None
 
 
+def interrupted_message(trainer: pl.Trainer, signum: int) -> str:
+    """Where a stopped run ended, what it saved and how to resume it."""
+    name = signal.Signals(signum).name
+    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    where = f"stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+    if last is not None and last.saved_at is not None:
+        epoch, step = last.saved_at
+        kept = f"{last.path} holds epoch {epoch}, step {step}"
+    elif last is not None and last.path.is_file():
+        kept = f"{last.path} from before is kept"
+    else:
+        return f"{where}; no checkpoint had been written yet: run the command again"
+    return f"{where}; {kept}: resume with the same command and ckpt_path=last"
+
+
 def test_best(cfg: DictConfig, trainer: pl.Trainer, module: ZooClassifier, dm) -> dict[str, float]:
     """Test the best-validation checkpoint once (on ``trainer.limit_test_batches`` batches)."""
     best = trainer.checkpoint_callback.best_model_path or None
     eval_trainer = pl.Trainer(
         accelerator=cfg.trainer.get("accelerator", "cpu"),
         devices=1,
+        precision=cfg.trainer.get("precision", "32"),  # the dtype the model was trained in
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
