@@ -14,6 +14,7 @@ from torch import nn
 
 from zoo.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.data import SyntheticDataModule
+from zoo.errors import UserError
 from zoo.evaluation.recalibrate import run as recalibrate_task
 from zoo.tools.export import export
 from zoo.training import recalibrate_bn
@@ -165,3 +166,29 @@ def test_recalibrate_task_writes_weights_and_reports_test_before_after(tmp_path:
     cfg.task.num_images = 0
     with pytest.raises(Exception, match="whole number >= 1"):
         recalibrate_task(cfg)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("typo/w_bn.safetensors", "typo does not exist: create it first"),
+        ("w.safetensors", "is the file it is made from"),
+    ],
+)
+def test_recalibrate_task_output_is_checked_before_the_work(
+    tmp_path: Path, out: str, message: str
+) -> None:
+    """A mistyped folder is not created, and the source weights are never overwritten."""
+    source = tmp_path / "w.safetensors"
+    cfg = compose(
+        [
+            f"ckpt_path={source}",
+            f"output_dir={tmp_path}",
+            "task=recalibrate",
+            f"task.out={tmp_path / out}",
+        ],
+        "evaluate",
+    )
+    with pytest.raises(UserError, match=message):
+        recalibrate_task(cfg)
+    assert not (tmp_path / "typo").exists()

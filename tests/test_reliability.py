@@ -246,6 +246,23 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_started(tmp_pa
     assert run_train(tmp_path, [*RUN, "seed=1", "ckpt_path=last"])["seed"] == 1
 
 
+def test_a_resume_with_nothing_to_resume_starts_clean_or_refuses(tmp_path: Path) -> None:
+    one_epoch = [*RUN, "trainer.max_epochs=1", "callbacks.checkpoint_every_min=null"]
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=8"]
+    with pytest.raises(SimulatedCrash):  # dies before its first checkpoint, after logging
+        run_train(tmp_path, [*one_epoch, *crash])
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    run_train(tmp_path, [*one_epoch, "ckpt_path=last"])  # starts over, without the dead rows
+    steps = [r["step"] for r in _rows(tmp_path / "metrics.csv") if r.get("train/loss")]
+    assert steps and len(steps) == len(set(steps))
+    # a finished run whose last.ckpt is gone is not restarted over itself
+    (tmp_path / "checkpoints" / "last.ckpt").unlink()
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError, match="finished run .* has no checkpoints/last.ckpt to resume"):
+        run_train(tmp_path, [*one_epoch, "ckpt_path=last"])
+    assert _snapshot(tmp_path) == before
+
+
 def test_an_overwrite_killed_before_its_first_checkpoint_gives_the_old_run_back(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -299,10 +316,17 @@ def test_a_stop_signal_mid_epoch_saves_last_ckpt_and_resumes(
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
 
 
-def test_float64_trains_validates_and_tests(tmp_path: Path) -> None:
-    results = run_train(tmp_path, [*RUN, "trainer.max_epochs=1", "trainer.precision=64"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["model=resnet20", "callbacks.recalibrate_bn=true", "callbacks.recalibrate_images=64"]],
+    ids=["lenet5", "resnet20-recalibrated"],
+)
+def test_float64_trains_validates_and_tests(tmp_path: Path, extra: list[str]) -> None:
+    """Every pass after fit (test curve, BatchNorm recalibration, test, MACs) runs in float64."""
+    results = run_train(tmp_path, [*RUN, "trainer.max_epochs=1", "trainer.precision=64", *extra])
     assert results["test_acc1"] is not None and results["macs"] > 0
     assert len(results["test_curve"]) == 1
+    assert ("bn_recalibration" in results) == bool(extra)
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     weights = {k: v for k, v in best["state_dict"].items() if k.startswith("model.")}
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float64}
@@ -340,6 +364,8 @@ def test_model_counts_are_checked_as_create_model_checks_them(
         (["+optim.nonsense=1"], "unknown config key 'optim.nonsense'"),
         (["data=imagefolder"], "data.root has no value: give it on the command line"),
         (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 trains forever"),
+        (["train.adversarial={eps:0.03,steps:0}"], "train.adversarial.steps=0 is not valid"),
+        (["train.adversarial={eps:fast}"], "train.adversarial.eps='fast' is not valid"),
         (["trainer.devices=0"], r"^trainer: `Trainer\(devices=0\)` value is not a valid input"),
     ],
 )
@@ -350,6 +376,19 @@ def test_unknown_keys_and_missing_values_are_one_line_errors(
     with pytest.raises(UserError, match=message):
         run_train(tmp_path, [*base, *overrides])
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_a_misspelt_optimized_metric_is_an_error_not_nan(tmp_path: Path) -> None:
+    from helpers import compose
+
+    from zoo.training.run import train
+
+    args = [*RUN, "trainer.max_epochs=1", "threads=1"]
+    best = train(compose([f"output_dir={tmp_path / 'a'}", *args, "optimized_metric=test_acc1"]))
+    assert best == json.loads((tmp_path / "a" / "results.json").read_text())["test_acc1"]
+    with pytest.raises(UserError, match="optimized_metric=best_val_acc is not a result"):
+        train(compose([f"output_dir={tmp_path / 'b'}", *args, "optimized_metric=best_val_acc"]))
+    assert (tmp_path / "b" / "results.json").is_file()  # the run itself is kept
 
 
 def test_max_epochs_minus_one_is_fine_with_a_budget() -> None:

@@ -9,6 +9,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import UserError
+
+
+def check_output_file(out: Path, source: Path | None = None) -> None:
+    """A file a tool is asked to write: into a folder that exists (a mistyped path is reported, no
+    folders are made where a typo points), not a folder itself, and not the ``source`` it is made
+    from. A one-line UserError otherwise."""
+    if out.is_dir():
+        raise UserError(f"{out} is a folder: give the path of the file to write")
+    if not out.parent.is_dir():
+        raise UserError(
+            f"{out.parent} does not exist: create it first, or write {out.name} elsewhere"
+        )
+    if source is not None and out.resolve() == source.resolve():
+        raise UserError(f"{out} is the file it is made from: write to another file")
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from zoo.checkpoint import load_checkpoint_and_data, save_weights
 from zoo.errors import UserError
 from zoo.evaluation.metrics import evaluate_model
+from zoo.io import check_output_file
 from zoo.training.recalibrate import recalibrate_bn
 
 TEST_METRICS = {"acc1": "test_acc1", "acc5": "test_acc5", "loss": "test_loss"}
@@ -34,6 +35,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     num_images = cfg.task.num_images
     if num_images is not None and (not isinstance(num_images, int) or num_images < 1):
         raise UserError(f"task.num_images={num_images!r}: give a whole number >= 1, or null (all)")
+    source = Path(cfg.ckpt_path or "")
+    out = (
+        Path(cfg.task.out)
+        if cfg.task.out
+        else Path(cfg.output_dir) / f"{source.stem}_bn.safetensors"
+    )
+    if out.suffix != ".safetensors":
+        raise UserError(f"task.out={out} must end in .safetensors")
+    if cfg.task.out:  # before the work: its folder exists, and it is not the source itself
+        check_output_file(out, source)
     model, info, dm = load_checkpoint_and_data(cfg, "recalibrate", stage="fit")
     loader = dm.calibration_dataloader()
     num_batches = len(loader) if num_images is None else -(-num_images // loader.batch_size)
@@ -42,14 +53,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recalibrate_bn(model, loader, num_batches)
     after = evaluate_model(model, dm.test_dataloader(), model.num_classes)
 
-    source = Path(cfg.ckpt_path)
-    out = (
-        Path(cfg.task.out)
-        if cfg.task.out
-        else Path(cfg.output_dir) / f"{source.stem}_bn.safetensors"
-    )
-    if out.suffix != ".safetensors":
-        raise UserError(f"task.out={out} must end in .safetensors")
     recalibration = {
         "num_images": used,
         "augmentation": "none",

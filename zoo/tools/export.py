@@ -34,7 +34,7 @@ from torch import nn
 from zoo.checkpoint import load_strict, model_from_checkpoint, read_checkpoint, save_weights
 from zoo.errors import UserError
 from zoo.factory import create_model
-from zoo.io import atomic_write_bytes
+from zoo.io import atomic_write_bytes, check_output_file
 from zoo.registry import get_model_entry, is_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -325,16 +325,6 @@ def export_network(
     return {"format": fmt, "model": name, "input_size": size, "max_abs_diff": max_diff}
 
 
-def check_output_path(out: Path) -> None:
-    """The file to write must go into a folder that exists: a mistyped path is reported, not
-    created (nor are folders made anywhere a typo points)."""
-    if out.is_dir():
-        raise UserError(f"{out} is a folder: give the path of the file to write")
-    folder = out.parent
-    if not folder.is_dir():
-        raise UserError(f"{folder} does not exist: create it first, or write {out.name} elsewhere")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -357,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     fmt = "onnx" if args.onnx else "torchscript" if args.torchscript else None
     try:
-        check_output_path(args.output)
+        check_output_file(args.output, Path(args.source))
         if fmt is None:
             if args.output.suffix != ".safetensors":
                 raise UserError(

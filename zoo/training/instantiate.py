@@ -61,6 +61,8 @@ def build(node: DictConfig | dict, key: str, **kwargs: Any) -> Any:
     try:
         built = instantiate(node, **kwargs)
     except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):  # the target's own one-line message
+            raise err.__cause__ from None
         raise _error(key, target, err.__cause__ or err) from None
     except (TypeError, ValueError) as err:
         raise _error(key, target, err) from None

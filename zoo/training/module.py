@@ -17,6 +17,7 @@ from zoo.errors import UserError
 from zoo.factory import create_model
 from zoo.fast import optimize
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
+from zoo.training.config_checks import number, optional, whole
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 from zoo.training.instantiate import build
 
@@ -41,11 +42,14 @@ def check_finite_validation(module: pl.LightningModule, metrics: dict[str, torch
     bad = {k: float(v) for k, v in metrics.items() if not torch.isfinite(torch.as_tensor(v)).all()}
     if bad:
         shown = ", ".join(f"{k} {v}" for k, v in bad.items())
-        when = "before training" if module.trainer.sanity_checking else "at"
+        where = (
+            "in the check before training"
+            if module.trainer.sanity_checking
+            else f"at epoch {module.current_epoch}, step {module.global_step}"
+        )
         raise NonFiniteLossError(
-            f"validation became non-finite ({shown}) {when} epoch {module.current_epoch}, step "
-            f"{module.global_step}; lower the learning rate or clip gradients "
-            f"(trainer.gradient_clip_val); {kept_checkpoint(module.trainer)}"
+            f"validation became non-finite ({shown}) {where}; lower the learning rate or clip "
+            f"gradients (trainer.gradient_clip_val); {kept_checkpoint(module.trainer)}"
         )
 
 
@@ -74,6 +78,14 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool) -
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+# train.adversarial's values: (check, what a valid value looks like); pixel units.
+ADVERSARIAL_CHECKS = {
+    "eps": (number(0), "a number >= 0 (pixel units), e.g. eps=0.03"),
+    "steps": (whole(1), "a whole number >= 1"),
+    "step_size": (optional(number(0, strict=True)), "a number > 0 (pixel units), or null"),
+}
 
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "weight_decay": 5e-4}
@@ -156,8 +168,12 @@ class ZooClassifier(pl.LightningModule):
         cfg.setdefault("attack", "pgd")
         if cfg["attack"] not in ATTACKS:
             raise UserError(f"train.adversarial.attack={cfg['attack']!r}: use fgsm or pgd")
-        if float(cfg.get("eps", -1)) < 0:
-            raise UserError("train.adversarial needs eps >= 0 (pixel units), e.g. eps=0.03")
+        defaults = {"eps": None, "steps": 3, "step_size": None}
+        for key, (ok, expected) in ADVERSARIAL_CHECKS.items():
+            if not ok(cfg.get(key, defaults[key])):
+                raise UserError(
+                    f"train.adversarial.{key}={cfg.get(key)!r} is not valid: use {expected}"
+                )
         return cfg
 
     def _adversarial_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -124,11 +124,16 @@ class RecalibrateBatchNorm(pl.Callback):
             pl_module.load_state_dict(checkpoint["state_dict"])
         dm = trainer.datamodule
         device = pl_module.device
-        before = accuracy(pl_module, dm.val_dataloader(), device)
+
+        def as_trained(batches: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for x, y in batches:  # in the trainer's dtype (e.g. float64 with precision=64)
+                yield trainer.precision_plugin.convert_input(x), y
+
+        before = accuracy(pl_module, as_trained(dm.val_dataloader()), device)
         loader = dm.calibration_dataloader()
         num_batches = None if self.num_images is None else -(-self.num_images // loader.batch_size)
-        recalibrate_bn(pl_module, loader, num_batches, device=device)
-        after = accuracy(pl_module, dm.val_dataloader(), device)
+        recalibrate_bn(pl_module, as_trained(loader), num_batches, device=device)
+        after = accuracy(pl_module, as_trained(dm.val_dataloader()), device)
         used = min(len(loader), num_batches or len(loader))
         images = min(len(loader.labels), used * loader.batch_size)
         self.report = {"num_images": images, "val_acc1_before": before, "val_acc1_after": after}

@@ -88,8 +88,20 @@ def train(cfg: DictConfig) -> float:
             results = collect_results(cfg, trainer, module, dm, clock, test_metrics)
             atomic_write_json(out / "results.json", results)
     print_summary(results, out)
-    metric = results.get(cfg.get("optimized_metric", "best_val_acc1"))
-    return float(metric) if metric is not None else float("nan")
+    return optimized_metric(results, cfg.get("optimized_metric", "best_val_acc1"), out)
+
+
+def optimized_metric(results: dict[str, Any], name: str, out: Path) -> float:
+    """The number a sweeper compares runs by (NaN when the run did not measure it); a name that is
+    not a result is a UserError rather than a NaN that would quietly lose every comparison."""
+    if name not in results:
+        numbers = [k for k, v in results.items() if isinstance(v, (int, float, type(None)))]
+        raise UserError(
+            f"optimized_metric={name} is not a result of this run (its results.json in {out} is "
+            f"complete); use one of: {', '.join(numbers)}"
+        )
+    metric = results[name]
+    return float(metric) if isinstance(metric, (int, float)) else float("nan")
 
 
 def model_kwargs_from_cfg(model_cfg: DictConfig, num_classes: int, in_chans: int) -> dict:

@@ -47,14 +47,24 @@ def existing_run_files(out: Path) -> list[str]:
 
 
 def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Refuse to start a new run in a folder that holds one; True when ``overwrite`` will replace
-    the run there (:func:`replacing`)."""
+    """Refuse to start a new run in a folder that holds one; True when the new run will replace
+    the one there (:func:`replacing`): with ``overwrite``, or on a ``resume`` that finds nothing
+    to resume (so that the new run's history does not mix with the dead attempt's)."""
     settle_overwrite(out)  # an overwriting run killed before it settled
     found = existing_run_files(out)
-    if not found or resume:
+    resumable = (out / "checkpoints" / "last.ckpt").is_file()
+    if not found or (resume and resumable):
         return False
     if overwrite:
         return True
+    if resume and not (out / "results.json").is_file():
+        return True  # nothing to resume: an attempt that never saved a checkpoint is replaced
+    if resume:
+        raise UserError(
+            f"ckpt_path=last but the finished run in {out} has no checkpoints/last.ckpt to "
+            "resume: start over with overwrite=true, or choose another folder with "
+            "hydra.run.dir=DIR"
+        )
     raise UserError(
         f"{out} already holds a run ({', '.join(found)}): resume it with ckpt_path=last, "
         "start over with overwrite=true, or choose another folder with hydra.run.dir=DIR"
