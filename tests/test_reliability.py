@@ -52,8 +52,9 @@ def _crash_then_resume(out: Path, step: int, extra: list[str]) -> dict:
     [
         (26, []),  # killed in epoch 2: resumes from the end of epoch 1
         (30, ["callbacks.checkpoint_every_min=1e-9"]),  # a checkpoint after every step
+        (30, ["callbacks.checkpoint_every_min=1e-9", "callbacks.ema=true", "train.tta=flip_shift"]),
     ],
-    ids=["epoch-end", "mid-epoch"],
+    ids=["epoch-end", "mid-epoch", "mid-epoch-ema-tta"],
 )
 def test_resume_keeps_the_whole_history(tmp_path: Path, step: int, extra: list[str]) -> None:
     full = run_train(tmp_path / "full", [*RUN, *extra])

@@ -1,12 +1,12 @@
-"""``python evaluate.py ckpt_path=PATH [data=...] [task.tta=true]``: metrics of one checkpoint.
+"""``python evaluate.py ckpt_path=PATH [data=...] [task.tta=flip]``: metrics of one checkpoint.
 
 Top-1, top-5, loss, per-class precision/recall/F1 (torchmetrics), the confusion matrix (PNG),
 calibration (expected calibration error and a reliability diagram PNG), the most confidently wrong
 test images with their true and predicted labels (``worst_errors.png``, the debugging aid of
-Goodfellow et al. 2016, Sec. 11.5) and optional flip test-time augmentation. Prints a table and
-writes ``eval.json`` in the output directory. Takes Lightning
-checkpoints and exported ``.safetensors`` files alike. The data are normalised with the statistics
-stored with the checkpoint (those of its training split), not recomputed.
+Goodfellow et al. 2016, Sec. 11.5) and optional test-time augmentation (:mod:`zoo.data.tta`).
+Prints a table and writes ``eval.json`` in the output directory. Takes Lightning checkpoints and
+exported ``.safetensors`` files alike. The data are normalised with the statistics stored with
+the checkpoint (those of its training split), not recomputed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torchmetrics.classification import (
 )
 
 from zoo.checkpoint import load_checkpoint_and_data
+from zoo.data.tta import check_tta, tta_logits
 from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 
 
@@ -37,7 +38,7 @@ def evaluate_model(
     model: torch.nn.Module,
     batches,
     num_classes: int,
-    tta: bool = False,
+    tta: str | None = None,
     n_bins: int = 15,
     worst: int = 0,
 ) -> dict[str, Any]:
@@ -56,10 +57,9 @@ def evaluate_model(
     }
     loss_sum, n = 0.0, 0
     confidences, predictions, targets = [], [], []
+    tta = check_tta(tta)
     for x, y in batches:
-        logits = model(x)
-        if tta:
-            logits = (logits.softmax(1) + model(x.flip(-1)).softmax(1)).div(2).log()
+        logits = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         n += len(y)
         probs = logits.softmax(1)
@@ -98,7 +98,7 @@ def evaluate_model(
         },
         "confusion_matrix": out["confusion"].tolist(),
         "reliability_bins": bins,
-        "tta_flip": tta,
+        "tta": tta,
         "worst_errors": most_confident_errors(conf, pred, target, worst),
     }
 
@@ -202,7 +202,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ("loss", f"{result['loss']:.4f}"),
         ("ECE", f"{result['ece']:.4f}"),
         ("macro F1", f"{sum(result['per_class']['f1']) / num_classes:.4f}"),
-        ("flip TTA", result["tta_flip"]),
+        ("TTA", result["tta"] or "none"),
         ("written", str(out / "eval.json")),
     ]
     print("\n".join(f"  {k:<9} {v}" for k, v in rows))

@@ -1,4 +1,5 @@
-"""Trainer callbacks of the zoo: the training clock and budget, ``last.ckpt``, the test curve.
+"""Trainer callbacks of the zoo: the training clock and budget, ``last.ckpt``, the test curve, the
+moving average of the weights.
 
 Each keeps its state in the checkpoint, so a run resumed with ``ckpt_path=last`` continues its
 clock, its budget and its time-to-accuracy curve where the interrupted piece stopped.
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, WeightAveraging
+
+from zoo.data.tta import tta_logits
 
 
 class TrainingClock(pl.Callback):
@@ -117,6 +120,49 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
 
+class WeightEMA(WeightAveraging):
+    """An exponential moving average of the weights and BatchNorm statistics, updated after every
+    ``every_n_steps`` optimizer steps (Polyak & Juditsky 1992).
+
+    Validation (so the choice of ``best.ckpt``), the test curve, the checkpoints' weights and the
+    final test all use the average; a resumed run continues it (Lightning's ``WeightAveraging``
+    keeps the raw weights beside it in the checkpoint). The decay warms up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, as timm's ``ModelEmaV3`` does, so the
+    average of a short run does not remember its random start.
+    """
+
+    def __init__(self, decay: float = 0.999, every_n_steps: int = 1) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"callbacks.ema_decay={decay}: use a number in [0, 1), e.g. 0.999")
+        if every_n_steps < 1:
+            raise ValueError(f"ema every_n_steps={every_n_steps}: use a whole number >= 1")
+        super().__init__(use_buffers=True, avg_fn=self._moving_average)
+        self.decay = decay
+        self.every_n_steps = every_n_steps
+
+    def _moving_average(
+        self, averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor
+    ) -> torch.Tensor:
+        n = float(num_averaged)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        return averaged + (current - averaged) * (1 - decay)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.every_n_steps == 0
+
+    @contextmanager
+    def averaged(self, pl_module: pl.LightningModule) -> Iterator[None]:
+        """The average in ``pl_module`` inside the block, the raw weights back after it."""
+        if self._average_model is None:  # not fitting
+            yield
+            return
+        self._swap_models(pl_module)
+        try:
+            yield
+        finally:
+            self._swap_models(pl_module)
+
+
 class TestCurve(pl.Callback):
     """Test top-1 after every training epoch, with the training clock's seconds at that point.
 
@@ -149,13 +195,22 @@ class TestCurve(pl.Callback):
 
     @staticmethod
     def _evaluate(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[int, int]:
+        """Correct test predictions of the model the run delivers: the weight average if there
+        is one, with the test-time augmentation of the final test."""
+        ema = next((c for c in trainer.callbacks if isinstance(c, WeightEMA)), None)
+        with ema.averaged(pl_module) if ema else nullcontext():
+            return TestCurve._count_correct(trainer, pl_module)
+
+    @staticmethod
+    def _count_correct(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[int, int]:
         was_training = pl_module.training
         pl_module.eval()
         correct = total = 0
         precision = trainer.precision_plugin  # the trainer's dtype (e.g. precision=64)
         for x, y in trainer.datamodule.test_dataloader():
             with precision.forward_context():
-                logits = pl_module(precision.convert_input(x.to(pl_module.device)))
+                x = precision.convert_input(x.to(pl_module.device))
+                logits = tta_logits(pl_module, x, getattr(pl_module, "tta", None))
             correct += int((logits.argmax(1).cpu() == y).sum())
             total += len(y)
         pl_module.train(was_training)

@@ -109,7 +109,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 # The keys of conf/train.yaml's ``train`` node: the options the trainer reads.
 TRAIN_KEYS = (
     "label_smoothing", "channels_last", "compile", "fast", "adversarial", "budget_s", "dropout",
-    "distill",
+    "distill", "tta",
 )  # fmt: skip
 
 

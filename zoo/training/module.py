@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.attacks import ATTACKS, attack
+from zoo.data.tta import check_tta, tta_logits
 from zoo.errors import UserError
 from zoo.factory import create_model
 from zoo.fast import optimize
@@ -99,6 +100,8 @@ class ZooClassifier(pl.LightningModule):
     preprocessing from the checkpoint alone. With ``distill`` ({teacher, temperature, alpha}) the
     model learns from a frozen teacher too (:func:`zoo.training.distill.kd_loss`); the teacher is
     not part of the module's state_dict, so checkpoints and exported weights hold the student only.
+    With ``tta`` (``flip`` or ``flip_shift``) the test averages the logits of augmented views
+    (:mod:`zoo.data.tta`); validation, which picks the best checkpoint, sees the images alone.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class ZooClassifier(pl.LightningModule):
         adversarial: dict[str, Any] | None = None,
         budget_s: float | None = None,
         distill: dict[str, Any] | None = None,
+        tta: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -128,6 +132,7 @@ class ZooClassifier(pl.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.adversarial = self._check_adversarial(adversarial)
         self.distill = check_distill(distill)
+        self.tta = check_tta(tta)  # test-time augmentation of the test (zoo.data.tta)
         teacher = load_teacher(self.distill["teacher"], data or {}) if self.distill else None
         # Outside the module tree: no parameters in the state_dict or the optimizer, and
         # LightningModule.train() never switches it out of eval mode.
@@ -276,7 +281,7 @@ class ZooClassifier(pl.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
-        logits = self(x)
+        logits = tta_logits(self, x, self.tta if split == "test" else None)
         loss = F.cross_entropy(logits, y)
         getattr(self, f"{split}_loss").update(loss, weight=len(y))
         getattr(self, f"{split}_acc1").update(logits, y)

@@ -180,6 +180,7 @@ def build_module(cfg: DictConfig, dm: pl.LightningDataModule) -> pl.LightningMod
             seed=cfg.seed,
             budget_s=cfg.train.get("budget_s"),
             distill=OmegaConf.to_container(distill, resolve=True) if distill else None,
+            tta=cfg.train.get("tta"),
         )
     except (ValueError, TypeError) as err:  # unknown model name or builder argument
         raise UserError(str(err)) from None
