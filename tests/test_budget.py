@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,27 @@ def test_budget_schedules_table_groups_runs_by_schedule_and_budget(tmp_path: Pat
         write_marked_block(tmp_path / "no-markers.md", "budget-schedules", table)
     with pytest.raises(SystemExit, match="no finished budgeted runs"):
         markdown_table(collect(tmp_path / "empty"))
+
+
+def test_seed_table_groups_seeds_and_averages_the_times_to_accuracy(tmp_path: Path) -> None:
+    from zoo.tools.seed_table import collect, markdown_table
+
+    curves = {  # variant-seed: (test top-1 at the end, test curve as (seconds, top-1))
+        "recipe-seed0": (0.941, [(100, 0.925), (200, 0.941)]),
+        "recipe-seed1": (0.943, [(110, 0.931), (190, 0.943)]),
+        "no_ema-seed0": (0.935, [(100, 0.920), (200, 0.935)]),
+    }
+    for name, (top1, curve) in curves.items():
+        (tmp_path / name).mkdir()
+        results = {
+            "test_acc1": top1,
+            "epochs": 2,
+            "images_seen": 120000,
+            "test_curve": [{"seconds": s, "test_acc1": a} for s, a in curve],
+        }
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    groups = collect(tmp_path)
+    assert list(groups) == ["no_ema", "recipe"] and len(groups["recipe"]) == 2
+    rows = markdown_table(groups, [93, 94]).splitlines()
+    assert rows[2] == "| no_ema | 1 | 93.50 ± 0.00 | 200 (1/1) | — | 2.0 | 120,000 |"
+    assert rows[3] == "| recipe | 2 | 94.20 ± 0.14 | 155 (2/2) | 195 (2/2) | 2.0 | 120,000 |"

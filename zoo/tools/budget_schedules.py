@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from zoo.io import write_marked_block
+from zoo.tools.seed_table import mean_std
 
 
 def collect(runs_dir: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
@@ -33,11 +34,6 @@ def collect(runs_dir: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
     return dict(groups)
 
 
-def _mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
-
-
 def markdown_table(groups: dict[tuple[str, float], list[dict[str, Any]]]) -> str:
     if not groups:
         raise SystemExit("no finished budgeted runs (config.yaml + results.json) found")
@@ -50,7 +46,7 @@ def markdown_table(groups: dict[tuple[str, float], list[dict[str, Any]]]) -> str
         epochs = statistics.mean(float(r["epochs"]) for r in runs)
         images = statistics.mean(float(r["images_seen"]) for r in runs)
         rows.append(
-            f"| {budget:g} s | {schedule} | {len(runs)} | {_mean_std(top1)} | {epochs:.1f} "
+            f"| {budget:g} s | {schedule} | {len(runs)} | {mean_std(top1)} | {epochs:.1f} "
             f"| {images:,.0f} |"
         )
     return "\n".join(rows)
