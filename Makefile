@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules weights weights-cliquenet bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation weights weights-cliquenet bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -114,6 +114,32 @@ budget-schedules: setup
 			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
 	done; done; done
 	$(PY) -m zoo.tools.budget_schedules runs/budget-schedules --write docs/training.md
+
+# Time to accuracy on Fashion-MNIST (docs/training.md#time-to-94-): experiment=fmnist_speedrun and
+# the budget recipe on the same model, side by side, three seeds each, at SPEEDRUN_BUDGET seconds
+# (about 40 min on the whole machine at 300 s; resumable: finished runs are skipped).
+SPEEDRUN_BUDGET := 300
+SEEDS := 0 1 2
+SPEEDRUN = $(PY) train.py train.budget_s=$(SPEEDRUN_BUDGET) threads=2 "callbacks.time_to=[92,93,94]"
+speedrun: setup
+	@for seed in $(SEEDS); do for v in fmnist_speedrun budget_fmnist; do \
+		d=runs/speedrun/$$v-$(SPEEDRUN_BUDGET)s-seed$$seed; test -f $$d/results.json && continue; \
+		$(SPEEDRUN) experiment=$$v model=resnet20 seed=$$seed hydra.run.dir=$$d \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+	done; done
+	$(PY) -m zoo.tools.seed_table runs/speedrun --time-to 92 93 94 --write docs/training.md --marker speedrun
+
+# The speedrun recipe with each piece removed in turn (NAME:OVERRIDE), three seeds each.
+ABLATION := recipe: no_ema:callbacks.ema=false no_tta:train.tta=null \
+	no_smoothing:train.label_smoothing=0.0 no_fast:train.fast=false
+speedrun-ablation: setup
+	@for seed in $(SEEDS); do for a in $(ABLATION); do \
+		d=runs/speedrun-ablation/$${a%%:*}-seed$$seed; test -f $$d/results.json && continue; \
+		$(SPEEDRUN) experiment=fmnist_speedrun seed=$$seed $${a#*:} hydra.run.dir=$$d \
+			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+	done; done
+	$(PY) -m zoo.tools.seed_table runs/speedrun-ablation --time-to 92 93 94 \
+		--write docs/training.md --marker speedrun-ablation
 
 # Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2
