@@ -37,6 +37,8 @@ DENSENET_CIFAR_PAPER_M = {
     "densenet_bc250_k24": 15.3,
     "densenet_bc190_k40": 25.6,
 }
+# CliqueNet's README Tab. 4: DenseNets of CliqueNet's k and T, millions with two decimals.
+CLIQUENET_TABLE4_DENSENET_M = {"densenet16_k36": 0.96, "densenet22_k24": 0.99}
 # The models whose record names a torchvision twin.
 TORCHVISION_SHARED = [n for n in zoo.list_models() if zoo.model_info(n)["torchvision"]]
 # These go through a real file and create_model(pretrained=path); the rest load in memory.
@@ -58,6 +60,12 @@ def test_googlenet_without_aux_heads() -> None:
 def test_cifar_densenet_counts_match_table2(name: str) -> None:
     millions = zoo.model_info(name)["num_params"] / 1e6
     assert round(millions, 1) == DENSENET_CIFAR_PAPER_M[name]
+
+
+@pytest.mark.parametrize("name", sorted(CLIQUENET_TABLE4_DENSENET_M))
+def test_cliquenet_table4_densenet_counts(name: str) -> None:
+    millions = zoo.model_info(name)["num_params"] / 1e6
+    assert round(millions, 2) == CLIQUENET_TABLE4_DENSENET_M[name]
 
 
 def test_noshort_twin_differs_only_by_projection_shortcuts() -> None:

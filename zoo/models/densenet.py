@@ -477,6 +477,59 @@ def densenet40_k12(
     )
 
 
+def _clique_table4(params_m: float, cifar10_error: float, cifar100_error: float) -> PaperNumbers:
+    """The DenseNets the CliqueNet authors trained at CliqueNet's growth rate k and T layers."""
+    return PaperNumbers(
+        source="Yang et al. 2018, README Tab. 4 (iboing/CliqueNet)",
+        params_m=params_m,
+        cifar10_error=cifar10_error,
+        cifar100_error=cifar100_error,
+        note="C10/C100 without augmentation; the same k and T as cliquenet_k36_t12 / k24_t18",
+    )
+
+
+@register_model(_cifar_cfg(_clique_table4(0.96, 6.89, 27.54)))
+def densenet16_k36(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet (k=36, T=12: three blocks of four layers, L=16), CliqueNet's equal-size twin of
+    cliquenet_k36_t12 (Yang et al. 2018, README Tab. 4)."""
+    return cifar_densenet(
+        depth=16,
+        growth_rate=36,
+        bc=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
+@register_model(_cifar_cfg(_clique_table4(0.99, 7.13, 27.70)))
+def densenet22_k24(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+) -> DenseNet:
+    """DenseNet (k=24, T=18: three blocks of six layers, L=22), CliqueNet's equal-size twin of
+    cliquenet_k24_t18 (Yang et al. 2018, README Tab. 4)."""
+    return cifar_densenet(
+        depth=22,
+        growth_rate=24,
+        bc=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+    )
+
+
 @register_model(_cifar_cfg(_table2(7.0, 5.77, 23.79)))
 def densenet100_k12(
     *,
