@@ -290,6 +290,7 @@ def _units_built_dead(num_classes: int) -> nn.Module:
         second.bias[:2], second.bias[2:] = 50.0, 0.0
     net = nn.Sequential(nn.Flatten(), first, nn.ReLU(), second, nn.Tanh())
     net.append(nn.Linear(6, num_classes))
+    net.num_classes = num_classes  # as every zoo model: the classifier sizes its metrics by it
     return net
 
 
