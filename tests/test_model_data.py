@@ -120,7 +120,8 @@ def test_paper_numbers_cover_the_papers_tables() -> None:
     def numbers(name: str):
         return get_model_entry(name).cfg.paper_numbers
 
-    assert len(WITH_PAPER_PARAMS) == 34
+    assert len(WITH_PAPER_PARAMS) == 36
+    assert numbers("densenet16_k36").cifar10_error == 6.89
     assert numbers("resnet20").cifar10_error == 8.75
     assert numbers("resnet20").builder_kwargs == {"shortcut": "A"}
     assert numbers("cliquenet_s3_a").imagenet_top1_error == 24.01

@@ -156,7 +156,7 @@ def test_experiment_configs_compose(name: str) -> None:
 
 
 # Every experiment reproduces a paper's recipe except our own Fashion-MNIST CPU recipes.
-OWN_RECIPES = {"resnet20_fmnist", "cliquenet_fmnist_weights", "budget_fmnist"}
+OWN_RECIPES = {"resnet20_fmnist", "cliquenet_fmnist_weights", "budget_fmnist", "fmnist_speedrun"}
 PAPER_EXPERIMENTS = [name for name in CLASSIFIER_EXPERIMENTS if name not in OWN_RECIPES]
 
 
