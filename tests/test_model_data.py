@@ -76,7 +76,9 @@ def test_record_matches_the_model(name: str) -> None:
             assert state[f"{head}.weight"].shape[0] == cfg.num_classes, head
     if cfg.mean is not None:
         assert len(cfg.mean) == len(cfg.std) == c
-    assert model.default_cfg is cfg
+    assert model.pretrained_cfg is model.default_cfg  # timm's two names for one dict
+    assert model.pretrained_cfg["architecture"] == name
+    assert model.pretrained_cfg["first_conv"] == cfg.first_conv
 
 
 def test_torchvision_and_timm_twins_exist_under_their_names() -> None:

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 import zoo
-from zoo.models.odenet import ConcatConv2d, ODEBlock, ODEFunc
+from zoo.models.odenet import (
+    ADAPTIVE_SOLVERS,
+    GRAPH_SOLVERS,
+    ConcatConv2d,
+    ODEBlock,
+    ODEFunc,
+    fixed_grid,
+    integrate_in_graph,
+)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +167,38 @@ def test_benchmark_rewrites_only_its_table(tmp_path) -> None:
     assert "old table" not in text and "RSS" not in text  # no RSS columns without RSS probes
     assert "| 1e-1 | 20 | 32 | 15.00 | 66.1 | 1.00 s | 1.00 s |" in text
     assert text.index("| 1e-1 |") < text.index("| 1e-3 |")
+
+
+@pytest.mark.parametrize(
+    ("solver", "tol"), [*((s, 1e-3) for s in GRAPH_SOLVERS), ("dopri5", 1e-6), ("bosh3", 1e-6)]
+)
+def test_graph_integration_takes_torchdiffeqs_steps(solver: str, tol: float) -> None:
+    """``integrate_in_graph`` (what ``torch.export`` captures) against torchdiffeq: the same
+    result and the same number of function evaluations, so the same accepted and rejected
+    steps, for the zoo's dynamics (tolerances matter to the adaptive solvers only)."""
+    torch.manual_seed(0)
+    func = ODEFunc(8)
+    with torch.no_grad():  # non-zero norm affines: less regular dynamics than at initialisation
+        for norm in (func.norm1, func.norm2, func.norm3):
+            norm.weight.uniform_(0.5, 2.0)
+    step = None if solver in ADAPTIVE_SOLVERS else 0.3
+    block = ODEBlock(func, solver=solver, rtol=tol, atol=tol, step_size=step).eval()
+    h = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        func.nfe = 0
+        expected = block(h)
+        nfe_torchdiffeq, func.nfe = func.nfe, 0
+        got = integrate_in_graph(func, h, 1.0, solver, tol, tol, step)
+    assert func.nfe == nfe_torchdiffeq
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_grid_is_torchdiffeqs() -> None:
+    assert fixed_grid(1.0, 0.25) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert fixed_grid(1.0, 0.3) == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.0])
+    assert fixed_grid(1.0, None) == [0.0, 1.0]
+
+
+def test_multistep_solvers_have_no_graph_form() -> None:
+    with pytest.raises(ValueError, match="has no graph form here; export with one of"):
+        integrate_in_graph(ODEFunc(8), torch.randn(1, 8, 4, 4), 1.0, "implicit_adams", 1e-3, 1e-3)

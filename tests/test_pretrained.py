@@ -334,8 +334,9 @@ def test_tags_describe_their_source() -> None:
     tag = get_tag("resnet50", "tv_in1k")
     assert tag.source.startswith("https://download.pytorch.org/") and tag.sha256
     assert tag.metrics["top1"] == pytest.approx(76.13) and tag.mean == (0.485, 0.456, 0.406)
-    assert "cliquenet_s3_a" in zoo.list_models(pretrained=True)
-    assert "resnet20_noshort" not in zoo.list_models(pretrained=True)
+    assert "cliquenet_s3_a" in zoo.list_models(pretrained=True, include_tags=False)
+    assert "cliquenet_s3_a.official_in1k" in zoo.list_models(pretrained=True)  # timm: name.tag
+    assert not zoo.list_models("resnet20_noshort*", pretrained=True)
 
 
 # The full 10k-image check takes 28-56 s for ResNet-20 and minutes for CliqueNet on one thread of

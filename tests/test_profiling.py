@@ -32,3 +32,18 @@ def test_saved_tensor_bytes_counts_each_storage_once() -> None:
     assert profiling.saved_tensor_bytes(linear, x) == (4 * 8 + 3 * 8) * 4
     assert linear.weight.grad is not None  # the backward pass ran
     assert profiling.saved_tensor_bytes(Square(), x) == 4 * 8 * 4
+
+
+def test_peak_allocated_bytes_sees_the_largest_live_set() -> None:
+    mib = 2**20
+
+    def step() -> None:
+        a = torch.empty(mib, dtype=torch.uint8)  # 1 MiB
+        b = torch.empty(2 * mib, dtype=torch.uint8)  # 3 MiB live
+        del a, b
+        c = torch.empty(mib, dtype=torch.uint8)  # 1 MiB live: not a new peak
+        del c
+
+    peak = profiling.peak_allocated_bytes(step)
+    assert 3 * mib <= peak < 3 * mib + 64 * 1024  # allocator rounding at most
+    assert profiling.peak_allocated_bytes(step) == peak  # the same step, the same number

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.errors import UserError
 from zoo.paths import ROOT
 from zoo.registry import count_params
 from zoo.tools.model_table import markdown_table
@@ -17,6 +18,32 @@ def test_list_models_sorted_and_filtered() -> None:
     assert "lenet5" in names
     assert zoo.list_models("lenet*") == ["lenet5"]
     assert zoo.list_models("no_such_*") == []
+
+
+def test_list_models_takes_timms_arguments() -> None:
+    resnets = zoo.list_models(["resnet*", "wrn*"], exclude_filters="*noshort", module="resnet")
+    assert "resnet20" in resnets and "wrn56_2" in resnets and "resnet18" in resnets
+    assert not any(n.endswith("noshort") for n in resnets) and "resnet_mnist" not in resnets
+    assert zoo.list_models(module="odenet") == ["odenet_mnist", "resnet_mnist", "rknet_mnist"]
+    with_weights = zoo.list_models(pretrained=True, include_tags=False)
+    assert "lenet5" in with_weights and "resnet20_noshort" not in with_weights
+    assert zoo.list_pretrained("*fmnist") == [
+        "cliquenet_k36_t12_ac.fmnist",
+        "lenet5.fmnist",
+        "resnet20.fmnist",
+    ]
+    assert zoo.list_pretrained("resnet50*", exclude_filters="*timm*") == [
+        "resnet50.tv2_in1k",
+        "resnet50.tv_in1k",
+    ]
+
+
+def test_a_name_with_a_tag_describes_those_weights() -> None:
+    model = zoo.create_model("resnet18.tv_in1k")  # the config only: nothing is downloaded
+    assert model.pretrained_cfg["tag"] == "tv_in1k" and model.pretrained_cfg["crop_pct"] == 0.875
+    assert "tag" not in zoo.create_model("resnet18").pretrained_cfg
+    with pytest.raises(UserError, match="resnet18 has no pretrained tag 'in22k'"):
+        zoo.create_model("resnet18.in22k")
 
 
 def test_unknown_name_suggests_closest() -> None:

@@ -1,6 +1,6 @@
 """The zoo: the classic convolutional lineage with one trainer and paper-faithful tables."""
 
-from zoo.factory import create_model, list_models, model_info
+from zoo.factory import create_model, list_models, list_pretrained, model_info
 from zoo.registry import check_input_size, is_model, register_model
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "list_pretrained",
     "model_info",
     "register_model",
 ]

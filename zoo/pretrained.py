@@ -46,6 +46,7 @@ from zoo.registry import (
     cache_filename,
     get_model_entry,
     model_names,
+    pretrained_cfg,
 )
 
 __all__ = [
@@ -105,6 +106,8 @@ def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
                 continue
             w = getattr(enum, member)
             metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            # torchvision's evaluation transform (ImageClassification): resize, centre crop
+            preset = {"resize_size": 256, "crop_size": 224, **w.transforms.keywords}
             tags.setdefault(name, {})[tag] = PretrainedTag(
                 source=w.url,
                 dataset="ImageNet-1k",
@@ -119,6 +122,10 @@ def _torchvision_tags() -> dict[str, dict[str, PretrainedTag]]:
                     "num_params": w.meta.get("num_params"),
                 },
                 notes=f"torchvision {member}",
+                crop_pct=preset["crop_size"] / preset["resize_size"],
+                crop_mode="center",
+                interpolation=getattr(preset.get("interpolation"), "value", "bilinear"),
+                license="bsd-3-clause",
             )
     return tags
 
@@ -153,8 +160,12 @@ def _timm_tags() -> dict[str, dict[str, PretrainedTag]]:
                 mean=tuple(cfg.mean),
                 std=tuple(cfg.std),
                 sha256=_hash_prefix(url),
-                notes=f"timm {full} (crop_pct {cfg.crop_pct}, {cfg.interpolation}); "
-                "top-1 in timm's results tables",
+                notes=f"timm {full}; top-1 in timm's results tables",
+                crop_pct=cfg.crop_pct,
+                crop_mode=cfg.crop_mode,
+                interpolation=cfg.interpolation,
+                license=cfg.license,
+                pool_size=cfg.pool_size,
             )
     return tags
 
@@ -181,6 +192,7 @@ def _own_tags() -> dict[str, dict[str, PretrainedTag]]:
                 sha256=meta.get("sha256"),
                 metrics=meta.get("metrics", {}),
                 notes=meta.get("command", ""),
+                license="mit",  # the project's
             )
             tags.setdefault(meta["model"], {})[meta.get("tag", "fmnist")] = tag
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -395,7 +407,8 @@ def adapt_state_dict(
             log.info("%s: adapting %s from %d to %d input channels", name, conv, src[1], dst[1])
             sd[conv] = adapt_input_conv(sd[conv], dst[1])
     reset, dropped, counts = [], [], None
-    for head in cfg.classifiers if adapt else ():
+    heads = dict.fromkeys([*cfg.classifiers, *getattr(model, "aux_classifiers", ())])
+    for head in heads if adapt else ():
         weight, bias = f"{head}.weight", f"{head}.bias"
         if weight in sd and weight not in own:  # num_classes=0: the model has no classifier
             dropped += [k for k in (weight, bias) if sd.pop(k, None) is not None]
@@ -477,11 +490,24 @@ def convert_state_dict(name: str, sd: dict[str, torch.Tensor], model: nn.Module)
 
 
 def load_pretrained(model: nn.Module, name: str, source: bool | str) -> nn.Module:
-    """Load ``source`` into ``model`` (built by ``create_model``), adapting channels and classes."""
+    """Load ``source`` into ``model`` (built by ``create_model``), adapting channels and classes;
+    for a tag, the model's ``pretrained_cfg`` then describes those weights."""
     path = resolve_source(name, source)
     sd = convert_state_dict(name, unwrap_state_dict(read_state_dict(path), path), model)
     model.load_state_dict(adapt_state_dict(model, sd, name), strict=False)
+    tags = list_tags(name)
+    tag = tags[0] if source is True and tags else source
+    if isinstance(tag, str) and tag in tags:
+        describe_weights(model, name, tag)
     return model
+
+
+def describe_weights(model: nn.Module, name: str, tag: str) -> None:
+    """Set ``model.pretrained_cfg`` (and ``default_cfg``) to describe the weights ``tag``."""
+    cfg = pretrained_cfg(model, get_model_entry(name).cfg, get_tag(name, tag), tag)
+    if "file" in cfg:  # our own weights: a path relative to weights/
+        cfg["file"] = str(WEIGHTS_DIR / cfg["file"])
+    model.pretrained_cfg = model.default_cfg = cfg
 
 
 def _read_sidecar(meta_path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Measurement helpers shared by the comparison, the benchmarks and the analyses: step timing,
-the bytes autograd saves for backward, and the process's memory from ``/proc/self/status``."""
+the bytes autograd saves for backward, the peak of the tensor memory a step allocates, and the
+process's memory from ``/proc/self/status``."""
 
 from __future__ import annotations
 
@@ -52,6 +53,27 @@ def saved_tensor_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
         out = module(x)
     out.sum().backward()
     return total
+
+
+def peak_allocated_bytes(step: Callable[[], object]) -> int:
+    """The peak, over ``step()``, of the CPU tensor memory allocated since it started and not
+    yet freed: activations kept for backward, temporaries and gradients alike.
+
+    Read from the allocator's own records (``torch.profiler`` with ``profile_memory``): the same
+    for the same step, whatever else the machine runs; unlike ``saved_tensor_bytes`` it also
+    sees what gradient checkpointing keeps (each segment's input) and recomputes (its
+    activations, alive during that segment's backward only).
+    """
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
 
 
 def status_mib(field: str) -> float:

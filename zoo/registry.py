@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import inspect
 import numbers
 import re
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DATA_STATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelCfg",
@@ -43,10 +45,21 @@ __all__ = [
     "is_model",
     "model_names",
     "num_params",
+    "pretrained_cfg",
     "register_model",
 ]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Per-channel mean and std of the training images of the data each record's defaults are made for
+# (the published values of the full training sets), the normalisation of a model without weights.
+DATA_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet-1k": (IMAGENET_MEAN, IMAGENET_STD),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "mnist": ((0.1307,), (0.3081,)),
+}
+# How the zoo's data modules feed images: the whole image, resized (bilinear) to the model's
+# size without keeping the aspect ratio (zoo.data's image folders), then scaled to [0, 1].
+ZOO_CROP = {"crop_pct": 1.0, "crop_mode": "squash", "interpolation": "bilinear"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,12 @@ class PretrainedTag:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     cache_name: str | None = None  # for URLs without a usable file name (Google Drive)
+    # the evaluation preprocessing the weights were measured with (timm's fields)
+    crop_pct: float = ZOO_CROP["crop_pct"]
+    crop_mode: str = ZOO_CROP["crop_mode"]
+    interpolation: str = ZOO_CROP["interpolation"]
+    license: str | None = None
+    pool_size: tuple[int, int] | None = None  # forward_features' map at input_size, if known
 
     @property
     def filename(self) -> str:
@@ -121,10 +140,14 @@ class ModelCfg:
     """What a model declares at registration (timm's pretrained cfg, torchvision's weights meta).
 
     ``first_conv`` and ``classifier`` are module names in the state dict (``"conv1"`` for
-    ``conv1.weight``); GoogLeNet lists its auxiliary classifiers too. ``min_input_size`` is the
-    smallest (C, H, W) the forward accepts (measured, see tests/test_input_size.py).
+    ``conv1.weight``); GoogLeNet lists its auxiliary classifiers too. ``pool_size`` is the
+    (H, W) of ``forward_features``' output at ``input_size`` (timm's field; ``None`` where that
+    output is already pooled), checked against the forward in tests/test_timm_contract.py.
+    ``min_input_size`` is the smallest (C, H, W) the forward accepts (measured, see
+    tests/test_input_size.py).
     ``mean``/``std`` are what the ImageNet reference weights expect (``None``: the training data's
-    own statistics).
+    own statistics; ``data`` names the data set the defaults are made for, whose statistics
+    ``pretrained_cfg`` gives a model without weights).
     ``pretrained_filter_fn`` maps foreign checkpoint layouts onto ours; ``pretrained_optional``
     lists key prefixes a checkpoint may carry that a model built without them lacks.
     """
@@ -135,10 +158,12 @@ class ModelCfg:
     num_classes: int
     min_input_size: tuple[int, int, int] | None = None
     fixed_input_size: bool = False  # True: larger inputs are refused (timm's field)
+    pool_size: tuple[int, int] | None = None  # forward_features' map at input_size; None: pooled
     first_conv: str = "conv1"
     classifier: str | tuple[str, ...] = "fc"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    data: str = "imagenet-1k"  # a key of DATA_STATS
     torchvision: str | None = None  # torchvision.models name with the same layout
     timm: str | None = None  # timm model name with the same layout
     reference: str = ""  # the public code it mirrors when neither library has it
@@ -250,7 +275,8 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     A misspelt option fails at once (``TypeError`` naming the accepted ones) instead of deep
     inside ``__init__``; ``num_classes < 0``, ``in_chans < 1``, non-integers and dropout
     probabilities outside [0, 1) are a ``ValueError`` (:func:`check_builder_value`).
-    The model carries its record as ``model.default_cfg`` (timm's attribute).
+    The model carries ``pretrained_cfg`` and ``default_cfg`` (timm's attributes, see
+    ``pretrained_cfg``); the record stays in the registry (``get_model_entry(name).cfg``).
     """
     entry = get_model_entry(name)
     accepted = entry.accepted_kwargs
@@ -266,8 +292,99 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         if v is not None or k not in COUNT_MINIMUM
     }
     model = entry.builder(**kwargs)
-    model.default_cfg = entry.cfg
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(model, entry.cfg)
     return model
+
+
+def pretrained_cfg(
+    model: nn.Module, cfg: ModelCfg, tag: PretrainedTag | None = None, tag_name: str | None = None
+) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` (also ``default_cfg``) of ``model``, built as ``cfg.architecture``:
+    a plain dict with timm's keys, so that ``timm.data.resolve_data_config(model=model)`` and
+    ``timm.data.create_transform(**config)`` give the preprocessing the model expects.
+
+    With a tag (the weights loaded), its input size, normalisation and evaluation crop; without,
+    the record's input size and normalisation (``cfg.mean``, else ``DATA_STATS[cfg.data]``) and
+    the zoo's own pipeline (the whole image, bilinear). Channels follow the model's first
+    convolution (statistics averaged or repeated when it was adapted); ``num_classes`` and
+    ``classifier`` are the model's own; ``pool_size`` is the size of ``forward_features``' map at
+    ``input_size`` (``None`` where that output is pooled).
+    """
+    stats = (cfg.mean, cfg.std) if cfg.mean is not None else DATA_STATS[cfg.data]
+    source = tag or PretrainedTag(
+        source="",
+        dataset=cfg.data,
+        num_classes=cfg.num_classes,
+        input_size=cfg.input_size,
+        mean=stats[0],
+        std=stats[1],
+    )
+    weight = model.state_dict().get(f"{cfg.first_conv}.weight")
+    chans = int(weight.shape[1]) if weight is not None else source.input_size[0]
+    input_size = (chans, *source.input_size[1:])
+    out: dict[str, Any] = {"architecture": cfg.architecture}
+    if tag is not None:
+        out["tag"] = tag_name
+        out["url" if "://" in tag.source else "file"] = tag.source
+    out.update(
+        input_size=input_size,
+        fixed_input_size=cfg.fixed_input_size,
+        interpolation=source.interpolation,
+        crop_pct=source.crop_pct,
+        crop_mode=source.crop_mode,
+        mean=_channels(source.mean, chans),
+        std=_channels(source.std, chans),
+        num_classes=int(getattr(model, "num_classes", cfg.num_classes)),
+        pool_size=_pool_size(cfg, tag, input_size),
+        first_conv=cfg.first_conv,
+        classifier=model_classifiers(model, cfg),
+        paper_name=cfg.paper,
+    )
+    if cfg.min_input_size is not None:
+        out["min_input_size"] = (chans, *cfg.min_input_size[1:])
+    if source.license:
+        out["license"] = source.license
+    return out
+
+
+def _channels(values: Sequence[float], chans: int) -> tuple[float, ...]:
+    """Per-channel statistics for ``chans`` channels: as they are, repeated from one channel, or
+    their mean for one channel (the zoo sums an RGB first convolution for grey input)."""
+    values = tuple(float(v) for v in values)
+    if len(values) == chans:
+        return values
+    if len(values) == 1:
+        return values * chans
+    return (sum(values) / len(values),) * chans
+
+
+def model_classifiers(model: nn.Module, cfg: ModelCfg) -> str | tuple[str, ...]:
+    """The final classifier layers of ``model``: the record's main one and the auxiliary heads
+    the model has (GoogLeNet's, when built with them)."""
+    aux = tuple(getattr(model, "aux_classifiers", ()))
+    return (cfg.classifiers[0], *aux) if aux else cfg.classifiers[0]
+
+
+def _pool_size(
+    cfg: ModelCfg, tag: PretrainedTag | None, input_size: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """``forward_features``' map size at ``input_size``: the tag's or the record's where they
+    declare it for that size, else measured once (a forward of one image)."""
+    if tag is not None and tag.pool_size is not None:
+        return tuple(tag.pool_size)
+    if tuple(input_size[1:]) == tuple(cfg.input_size[1:]):
+        return cfg.pool_size
+    return feature_map_size(cfg.architecture, tuple(input_size))
+
+
+@functools.cache
+def feature_map_size(name: str, input_size: tuple[int, int, int]) -> tuple[int, int] | None:
+    """(H, W) of ``forward_features``' output for one image of ``input_size``, or ``None`` where
+    that output is already pooled (CliqueNet); measured on a freshly built model."""
+    model = get_model_entry(name).builder(in_chans=input_size[0]).eval()
+    with torch.no_grad():
+        out = model.forward_features(torch.zeros(1, *input_size))
+    return tuple(int(v) for v in out.shape[-2:]) if out.ndim == 4 else None
 
 
 def count_params(model: nn.Module) -> int:
@@ -294,19 +411,20 @@ def check_input_size(model_or_name: nn.Module | str, input_size: Sequence[int]) 
         cfg, model = get_model_entry(model_or_name).cfg, None
     else:
         model = model_or_name
-        cfg = getattr(model, "default_cfg", None)
-        if not isinstance(cfg, ModelCfg):
+        name = getattr(model, "pretrained_cfg", {}).get("architecture")
+        if not isinstance(name, str) or not is_model(name):
             raise ValueError(
                 f"{type(model).__name__} carries no zoo model record: build it with "
                 "zoo.create_model or pass the model's name"
             )
+        cfg = get_model_entry(name).cfg
     size = tuple(int(v) for v in input_size)
     if len(size) != 3:
         raise ValueError(f"input size must be (C, H, W), got {tuple(input_size)}")
     c, h, w = size
     name = cfg.architecture
-    if model is not None:
-        weight = model.state_dict().get(f"{cfg.first_conv}.weight")
+    if model is not None:  # a features_only wrapper names the layer its own way
+        weight = model.state_dict().get(f"{model.pretrained_cfg['first_conv']}.weight")
         if weight is not None and weight.shape[1] != c:
             raise ValueError(
                 f"{name} reads {weight.shape[1]}-channel images, the input has {c} channels: "

@@ -11,20 +11,9 @@ instead of 11×11/4 (which would leave a 32 px image at 1×1 after the pools), 2
 adaptive pool and 1024-wide FC layers.
 """
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import torch
 from torch import nn
 
-from zoo.models.base import (
-    ZooModel,
-    feature_modules,
-    iter_stack,
-    make_linear_head,
-    stack_feature_info,
-)
+from zoo.models.base import ConvStackModel, make_linear_head, stack_feature_info
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
 
 PAPER = (
@@ -33,13 +22,15 @@ PAPER = (
 )
 
 
-class AlexNet(ZooModel):
+class AlexNet(ConvStackModel):
     """``features`` (convs + pools), ``avgpool`` and ``classifier`` as in torchvision.
 
     Features: the activation before each pool (strides 4, 8, 16 at 224 px) and the last pool (32).
+    ``forward_features`` gives 256 maps (``num_features``); the head averages them to a fixed
+    grid (6×6, or 2×2 for small inputs) and reads it flattened into FC layers of
+    ``head_hidden_size`` units, so there is no global pooling to change: ``reset_classifier``'s
+    ``global_pool`` is refused.
     """
-
-    head_modules = ("avgpool", "classifier")
 
     def __init__(
         self,
@@ -53,7 +44,8 @@ class AlexNet(ZooModel):
         self.features = features
         self.feature_info = stack_feature_info(features, "features")
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
-        self.num_features = hidden
+        self.num_features = 256
+        self.hidden = hidden
         self.num_classes = num_classes
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
@@ -65,27 +57,9 @@ class AlexNet(ZooModel):
             make_linear_head(hidden, num_classes),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
-        yield x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        if not pre_logits:
-            return self.classifier(x)
-        for layer in list(self.classifier)[:-1]:
-            x = layer(x)
-        return x
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = make_linear_head(self.num_features, num_classes)
+    @property
+    def head_hidden_size(self) -> int:
+        return self.hidden
 
 
 def create_alexnet(
@@ -131,6 +105,7 @@ def _cfg(**kwargs) -> ModelCfg:
         input_size=(3, 224, 224),
         num_classes=1000,
         min_input_size=(3, 63, 63),
+        pool_size=(6, 6),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         torchvision="alexnet",
@@ -143,7 +118,15 @@ def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5)
     )
 
 
-@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 8, 8)))
+@register_model(
+    _cfg(
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 8, 8),
+        pool_size=(4, 4),
+        data="cifar10",
+    )
+)
 def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet for 28–32 px images: 3×3/1 first conv, 2×2 pools, FC 1024 (see module docstring)."""
     return create_alexnet(

@@ -35,16 +35,20 @@ each), which gives 10.48M parameters; the paper's table says 10.02M, a figure no
 released code reproduces.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import (
+    GlobalPool,
+    ZooModel,
+    check_global_pool,
+    checkpoint,
+    make_linear_head,
+    no_global_pool,
+)
 from zoo.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -141,7 +145,7 @@ class CliqueBlock(nn.Module):
             return _bn_relu_conv(torch.cat(xs, 1), bn, weight, self.kernel_size // 2)
 
         if self.memory_efficient and torch.is_grad_enabled():
-            out = cp.checkpoint(concat_bn_relu_conv, *inputs, use_reentrant=False)
+            out = checkpoint(concat_bn_relu_conv, [bn], *inputs)
         else:
             out = concat_bn_relu_conv(*inputs)
         if self.drop_rate > 0:
@@ -215,7 +219,12 @@ class CliqueNet(ZooModel):
     """Stem, clique blocks with transitions, and the multi-scale classifier.
 
     ``forward_features`` returns the concatenated pooled block features (the multi-scale
-    representation); ``forward_head`` applies dropout-free FC.
+    representation, §3.2: ``num_features`` wide); ``forward_head`` applies dropout-free FC.
+    Because the classifier reads every block's globally pooled features, the pooling sits in
+    ``forward_features``: ``global_pool`` ("avg", "max", "avgmax", "catavgmax") sets it for
+    every block, but ``""`` (an unpooled map) is refused — the blocks' maps differ in size;
+    ``forward_intermediates`` returns them unpooled. ``set_grad_checkpointing`` switches the
+    blocks' ``memory_efficient`` recomputation of each update.
 
     Features, two per block (``feature_info``'s ``output``): the block feature {X0, Stage-II}
     that the classifier path reads, then the transit feature (Stage-II) that the transition reads,
@@ -291,9 +300,11 @@ class CliqueNet(ZooModel):
             if b < len(layers) - 1:
                 self.transitions.append(Transition(n * k, attention, drop_rate))
             channels = n * k
-        self.num_features = head_features
+        self.block_widths = head_features  # channels pooled from all blocks together
+        self.global_pool = GlobalPool("avg")
         self.num_classes = num_classes
         self.fc = make_linear_head(head_features, num_classes)
+        self.grad_checkpointing = memory_efficient
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -306,6 +317,32 @@ class CliqueNet(ZooModel):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def num_features(self) -> int:
+        return self.block_widths * self.global_pool.feat_mult
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self.num_features
+
+    def set_global_pool(self, pool_type: str, num_classes: int) -> None:
+        if pool_type == "":
+            raise no_global_pool(
+                self,
+                pool_type,
+                "the classifier reads the globally pooled features of every block, whose maps "
+                "differ in size (Yang et al. 2018, §3.2)",
+                "forward_intermediates(x) returns the unpooled block features",
+            )
+        check_global_pool(pool_type, num_classes)
+        self.global_pool = GlobalPool(pool_type)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """The family's own recomputation: every clique block's ``memory_efficient`` mode."""
+        self.grad_checkpointing = enable
+        for block in self.blocks:
+            block.memory_efficient = enable
+
     def _block(self, b: int, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Block ``b``'s block feature (to the classifier) and transit feature."""
         stage1, stage2 = self.blocks[b](x0)
@@ -316,7 +353,7 @@ class CliqueNet(ZooModel):
         """[Compression], BN-ReLU and global pooling: block ``b``'s part of the representation."""
         if len(self.compress):
             block_feature = self.compress[b](block_feature)
-        return F.relu(self.head_norms[b](block_feature)).mean((2, 3))
+        return self.global_pool(F.relu(self.head_norms[b](block_feature)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -461,6 +498,7 @@ def _cifar_cfg(
         num_classes=10,
         min_input_size=(3, 4, 4),
         first_conv="stem",
+        data="cifar10",
         reference="iboing/CliqueNet models/utils.py (TensorFlow)",
         paper_numbers=PaperNumbers(
             source=source,
@@ -513,6 +551,11 @@ OFFICIAL_S3_WEIGHTS = PretrainedTag(
     cache_name="cliquenet_s3_a.official_in1k.pth.tar",
     notes="the authors' release (Google Drive, no hash published; paper: 24.01% "
     "top-1 error). Google Drive needs a browser: download it by hand and pass its path.",
+    # the authors' evaluation (train_imagenet.py): Resize(256), CenterCrop(224), bilinear
+    crop_pct=0.875,
+    crop_mode="center",
+    interpolation="bilinear",
+    license="mit",  # the authors' repository
 )
 
 

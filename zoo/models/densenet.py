@@ -10,22 +10,26 @@ arXiv:1608.06993.
   three dense blocks of (depth-4)/3 plain layers (BN-ReLU-3×3) or (depth-4)/6 BC layers, 1×1-conv +
   2×2 average-pool transitions (compression 0.5 for BC), BN-ReLU-global pool-FC.
 
-``memory_efficient=True`` recomputes the concatenation-BN-ReLU-conv of each layer in backward
-(gradient checkpointing; Pleiss et al. 2017, arXiv:1707.06990) instead of storing it.
+``memory_efficient=True`` (or ``set_grad_checkpointing()``) recomputes the
+concatenation-BN-ReLU-conv of each layer in backward (gradient checkpointing; Pleiss et al. 2017,
+arXiv:1707.06990) instead of storing it.
 """
-
-from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torch import nn
 
-from zoo.models.base import ZooModel, feature_modules, iter_stack, make_linear_head
+from zoo.models.base import (
+    GlobalPool,
+    ZooModel,
+    checkpoint,
+    feature_modules,
+    iter_stack,
+    make_linear_head,
+)
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = "Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv:1608.06993)"
@@ -47,78 +51,50 @@ class DenseLayer(nn.Module):
         self.bottleneck = bn_size is not None
         self.norm1 = nn.BatchNorm2d(num_input_features)
         self.relu1 = nn.ReLU(inplace=True)
-        if self.bottleneck:
+        if bn_size is not None:
             self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, 1, bias=False)
             self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
             self.relu2 = nn.ReLU(inplace=True)
             self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)
         else:
             self.conv1 = nn.Conv2d(num_input_features, growth_rate, 3, padding=1, bias=False)
+            self.norm2 = self.relu2 = self.conv2 = None  # constants for TorchScript
         self.drop_rate = float(drop_rate)
         # Huang et al.'s Torch code also drops after the 1×1 bottleneck; torchvision does not.
         self.drop_inside = drop_inside and self.bottleneck and self.drop_rate > 0
         self.memory_efficient = memory_efficient
-        self._recomputing = False
 
-    def _first_conv(self, *features: torch.Tensor) -> torch.Tensor:
+    def _first_conv(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[0] if len(features) == 1 else torch.cat(features, 1)
         out = self.conv1(self.relu1(self.norm1(x)))
         if self.drop_inside:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
-        return self.relu2(self.norm2(out)) if self.bottleneck else out
+        if self.norm2 is not None and self.relu2 is not None:
+            out = self.relu2(self.norm2(out))
+        return out
+
+    def _first_conv_checkpointed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Recompute the concatenation, BN-ReLU-conv1 and BN-ReLU in backward: only the
+        bottleneck activation that conv2 reads is stored (Pleiss et al. 2017 store less than
+        torchvision's memory_efficient, which keeps conv1's output and BN2's input)."""
+        norms = [n for n in (self.norm1, self.norm2) if n is not None]
+        return checkpoint(lambda *fs: self._first_conv(list(fs)), norms, *features)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if (
             self.memory_efficient
+            and not torch.jit.is_scripting()
             and torch.is_grad_enabled()
             and any(f.requires_grad for f in features)
         ):
-            # Recompute the concatenation, BN-ReLU-conv1 and BN-ReLU in backward: only the
-            # bottleneck activation that conv2 reads is stored (Pleiss et al. 2017 store less
-            # than torchvision's memory_efficient, which keeps conv1's output and BN2's input).
-            norms = (self.norm1, self.norm2) if self.bottleneck else (self.norm1,)
-            out = checkpoint_once(self, self._first_conv, norms, *features)
+            out = self._first_conv_checkpointed(features)
         else:
-            out = self._first_conv(*features)
-        if self.bottleneck:
+            out = self._first_conv(features)
+        if self.conv2 is not None:
             out = self.conv2(out)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         return out
-
-
-@contextmanager
-def _frozen_running_stats(*norms: nn.BatchNorm2d | None):
-    """BatchNorm layers that normalise with batch statistics but leave running ones unchanged."""
-    saved = [(n, n.momentum, n.num_batches_tracked.clone()) for n in norms if n is not None]
-    for n, _, _ in saved:
-        n.momentum = 0.0
-    try:
-        yield
-    finally:
-        for n, momentum, tracked in saved:
-            n.momentum = momentum
-            n.num_batches_tracked.copy_(tracked)
-
-
-def checkpoint_once(
-    owner: nn.Module, fn, norms: tuple[nn.BatchNorm2d, ...], *inputs: torch.Tensor
-) -> torch.Tensor:
-    """``fn(*inputs)`` under activation checkpointing, recomputed in backward.
-
-    The recomputation (the second call after this forward) normalises with batch statistics as
-    the first did but leaves the running statistics of ``norms`` unchanged.
-    """
-    owner._recomputing = False
-
-    def guarded(*args: torch.Tensor) -> torch.Tensor:
-        if not owner._recomputing:
-            owner._recomputing = True
-            return fn(*args)
-        with _frozen_running_stats(*norms):
-            return fn(*args)
-
-    return cp.checkpoint(guarded, *inputs, use_reentrant=False)
 
 
 class DenseBlock(nn.ModuleDict):
@@ -150,6 +126,10 @@ class DenseBlock(nn.ModuleDict):
             features.append(layer(features))
         return torch.cat(features, 1)
 
+    def set_memory_efficient(self, enable: bool) -> None:
+        for layer in self.values():
+            layer.memory_efficient = enable
+
 
 class Transition(nn.Sequential):
     """BN-ReLU-conv1×1(-dropout)-avgpool; ``memory_efficient`` recomputes BN-ReLU-conv."""
@@ -169,14 +149,18 @@ class Transition(nn.Sequential):
             self.drop = nn.Dropout(drop_rate)
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
         self.memory_efficient = memory_efficient
-        self._recomputing = False
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.relu(self.norm(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and x.requires_grad:
-            x = checkpoint_once(self, self._convolve, (self.norm,), x)
+        if (
+            self.memory_efficient
+            and not torch.jit.is_scripting()
+            and torch.is_grad_enabled()
+            and x.requires_grad
+        ):
+            x = checkpoint(self._convolve, [self.norm], x)
         else:
             x = self._convolve(x)
         if hasattr(self, "drop"):
@@ -189,11 +173,13 @@ class DenseNet(ZooModel):
 
     ``features`` holds conv0[-norm0-relu0-pool0], denseblock{i}, transition{i} and norm5, exactly as
     torchvision names them. Features: the stem and every dense block's output, the last after
-    norm5 (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
+    norm5 (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR). The head is ReLU, global
+    pooling (``global_pool``) and ``classifier``; ``set_grad_checkpointing`` switches the
+    layers' and transitions' ``memory_efficient`` recomputation.
     """
 
     classifier_name = "classifier"
-    head_modules = ("classifier",)
+    head_modules = ("global_pool", "classifier")
 
     def __init__(
         self,
@@ -253,7 +239,9 @@ class DenseNet(ZooModel):
         self.features = features
         self.num_features = channels
         self.num_classes = num_classes
+        self.global_pool = GlobalPool("avg")
         self.classifier = make_linear_head(channels, num_classes)
+        self.grad_checkpointing = memory_efficient
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -272,8 +260,18 @@ class DenseNet(ZooModel):
         yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(F.relu(x), (1, 1)).flatten(1)
+        x = self.global_pool(F.relu(x))
         return x if pre_logits else self.classifier(x)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """The family's own recomputation: every dense layer's and transition's
+        ``memory_efficient`` mode (see the module docstring)."""
+        self.grad_checkpointing = enable
+        for module in self.features:
+            if isinstance(module, DenseBlock):
+                module.set_memory_efficient(enable)
+            elif isinstance(module, Transition):
+                module.memory_efficient = enable
 
 
 # ---- checkpoint conversion, family factories and data --------------------------------------------
@@ -324,6 +322,7 @@ def _imagenet_cfg(name: str, paper_numbers: PaperNumbers | None = None) -> Model
         input_size=(3, 224, 224),
         num_classes=1000,
         min_input_size=(3, 29, 29),
+        pool_size=(7, 7),
         first_conv="features.conv0",
         classifier="classifier",
         mean=IMAGENET_MEAN,
@@ -342,8 +341,10 @@ def _cifar_cfg(paper_numbers: PaperNumbers) -> ModelCfg:
         input_size=(3, 32, 32),
         num_classes=10,
         min_input_size=(3, 4, 4),
+        pool_size=(8, 8),
         first_conv="features.conv0",
         classifier="classifier",
+        data="cifar10",
         reference="liuzhuang13/DenseNet models/densenet.lua (Torch)",
         paper_numbers=paper_numbers,
         pretrained_filter_fn=checkpoint_filter_fn,

@@ -14,15 +14,13 @@ In training mode with ``aux_logits=True`` the forward returns ``(logits, aux2, a
 the stride-2 convs and the first two max pools, then 3a-3b, pool, 4a-4e, pool, 5a-5b.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import ZooModel, feature_modules, make_linear_head
+from zoo.models.base import GlobalPool, ZooModel, checkpoint_seq, feature_modules, make_linear_head
 from zoo.registry import ModelCfg, register_model
 
 PAPER = "Going Deeper with Convolutions (Szegedy et al., CVPR 2015, arXiv:1409.4842)"
@@ -119,10 +117,15 @@ TRUNK = (
 
 class GoogLeNet(ZooModel):
     """Features: the stem's convolutions and the last module of each Inception stage (3b, 4e,
-    5b): strides 2, 4, 8, 16, 32 at 224 px; 1, 1, 2, 4 for ``small_input`` (no stride-2 stem)."""
+    5b): strides 2, 4, 8, 16, 32 at 224 px; 1, 1, 2, 4 for ``small_input`` (no stride-2 stem).
+
+    The head is global pooling (``global_pool``), dropout and ``fc``; gradient checkpointing
+    recomputes the stem and each Inception module (the auxiliary heads read their inputs).
+    """
 
     aux_loss_weight = 0.3
-    head_modules = ("avgpool", "dropout", "fc", "aux1", "aux2")
+    head_modules = ("global_pool", "dropout", "fc", "aux1", "aux2")
+    __jit_unused_properties__ = ["head_hidden_size", "aux_classifiers"]
 
     def __init__(
         self,
@@ -167,7 +170,7 @@ class GoogLeNet(ZooModel):
             self.aux2: InceptionAux | None = InceptionAux(528, num_classes, dropout_aux)
         else:
             self.aux1 = self.aux2 = None
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.global_pool = GlobalPool("avg")
         self.dropout = nn.Dropout(p=dropout)
         self.num_features = channels
         self.fc = make_linear_head(channels, num_classes)
@@ -179,20 +182,45 @@ class GoogLeNet(ZooModel):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _forward(self, x: torch.Tensor, with_aux: bool):
+    def _forward(
+        self, x: torch.Tensor, with_aux: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_checkpointed(x, with_aux)
         x = self.maxpool1(self.conv1(x))
         x = self.maxpool2(self.conv3(self.conv2(x)))
         x = self.inception3b(self.inception3a(x))
         x = self.inception4a(self.maxpool3(x))
-        aux1 = self.aux1(x) if with_aux else None
+        aux1: torch.Tensor | None = None
+        aux2: torch.Tensor | None = None
+        if with_aux and self.aux1 is not None:
+            aux1 = self.aux1(x)
         x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if with_aux else None
+        if with_aux and self.aux2 is not None:
+            aux2 = self.aux2(x)
         x = self.inception4e(x)
         x = self.inception5b(self.inception5a(self.maxpool4(x)))
         return x, aux2, aux1
 
+    def _forward_checkpointed(self, x: torch.Tensor, with_aux: bool):
+        """``_forward`` with the stem and every Inception module checkpointed."""
+        stem = [self.conv1, self.maxpool1, self.conv2, self.conv3, self.maxpool2]
+        x = checkpoint_seq([nn.Sequential(*stem), self.inception3a, self.inception3b], x)
+        x = checkpoint_seq([self.maxpool3, self.inception4a], x)
+        aux1 = self.aux1(x) if with_aux and self.aux1 is not None else None
+        x = checkpoint_seq([self.inception4b, self.inception4c, self.inception4d], x)
+        aux2 = self.aux2(x) if with_aux and self.aux2 is not None else None
+        x = checkpoint_seq([self.inception4e, self.maxpool4, self.inception5a], x)
+        x = checkpoint_seq([self.inception5b], x)
+        return x, aux2, aux1
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x, with_aux=False)[0]
+
+    @property
+    def aux_classifiers(self) -> tuple[str, ...]:
+        """The auxiliary heads' final layers, when the model has them."""
+        return ("aux1.fc2", "aux2.fc2") if self.aux1 is not None else ()
 
     def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         taps = feature_modules(self.feature_info)
@@ -203,22 +231,26 @@ class GoogLeNet(ZooModel):
         yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
+        x = self.dropout(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor):
+    def forward(
+        self, x: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with_aux = self.training and self.aux_logits
         features, aux2, aux1 = self._forward(x, with_aux)
         logits = self.forward_head(features)
-        return (logits, aux2, aux1) if with_aux else logits
+        if with_aux and aux1 is not None and aux2 is not None:
+            return logits, aux2, aux1
+        return logits
 
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh main classifier; the auxiliary heads (training only) are rebuilt to match."""
-        self.num_classes = num_classes
-        self.fc = make_linear_head(self.num_features, num_classes)
+    def set_classifier(self, head: nn.Module) -> None:
+        """The main classifier; the auxiliary heads (training only) are rebuilt to match."""
+        self.fc = head
+        num_classes = self.num_classes
         if self.aux_logits and num_classes > 0:
             self.aux1 = InceptionAux(512, num_classes, self.aux1.dropout.p)
             self.aux2 = InceptionAux(528, num_classes, self.aux2.dropout.p)
@@ -227,14 +259,15 @@ class GoogLeNet(ZooModel):
 
 
 def _cfg(**kwargs) -> ModelCfg:
-    """torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them."""
+    """torchvision's ImageNet weights carry the auxiliary heads; a model without them skips them.
+    ``classifier`` lists the default model's final layers (``googlenet`` has auxiliary heads)."""
+    fields = {"classifier": ("fc", "aux1.fc2", "aux2.fc2"), **kwargs}
     return ModelCfg(
         family="googlenet",
         paper=PAPER,
         first_conv="conv1.conv",
-        classifier=("fc", "aux1.fc2", "aux2.fc2"),
         pretrained_optional=("aux1.", "aux2."),
-        **kwargs,
+        **fields,
     )
 
 
@@ -243,6 +276,7 @@ def _cfg(**kwargs) -> ModelCfg:
         input_size=(3, 224, 224),
         num_classes=1000,
         min_input_size=(3, 15, 15),
+        pool_size=(7, 7),
         # torchvision builds GoogLeNet with transform_input=True for its weights: that layer turns
         # ImageNet-normalised input into (x - 0.5) / 0.5, so that is what the weights expect.
         mean=(0.5, 0.5, 0.5),
@@ -268,7 +302,16 @@ def googlenet(
     )
 
 
-@register_model(_cfg(input_size=(3, 32, 32), num_classes=10, min_input_size=(3, 2, 2)))
+@register_model(
+    _cfg(
+        input_size=(3, 32, 32),
+        num_classes=10,
+        min_input_size=(3, 2, 2),
+        pool_size=(8, 8),
+        classifier="fc",  # no auxiliary heads by default
+        data="cifar10",
+    )
+)
 def googlenet_cifar(
     *,
     num_classes: int = 10,

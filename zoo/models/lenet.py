@@ -12,8 +12,6 @@ trainable coefficient and bias per map), ReLU and max pooling by default (``acti
 The parameter count is 61,706 at 1 channel and 10 classes.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import torch
@@ -22,10 +20,13 @@ from torch import nn
 
 from zoo.models.base import (
     ZooModel,
+    checkpoint_seq,
     feature_modules,
     iter_stack,
     make_linear_head,
+    no_global_pool,
     stack_feature_info,
+    stack_stages,
 )
 from zoo.registry import ModelCfg, register_model
 
@@ -36,9 +37,13 @@ class LeNet5(ZooModel):
     """C1-S2-C3-S4 in ``features``, C5-F6 in ``pre_logits``, the output layer in ``fc``.
 
     Features: C1's and C3's activations and S4 (strides 1, 2, 4 on the 32×32 field).
+    ``forward_features`` gives S4's 16 maps of 5×5 (``num_features`` 16); the head reads them
+    flattened (C5, F6: ``head_hidden_size`` 84), so there is no global pooling to change:
+    ``reset_classifier``'s ``global_pool`` is refused.
     """
 
     head_modules = ("pre_logits", "fc")
+    head_hidden_size = 84  # F6
 
     def __init__(
         self,
@@ -56,7 +61,7 @@ class LeNet5(ZooModel):
             raise ValueError(f"pool must be one of {sorted(pools)}, got {pool!r}")
         act, pool_layer = acts[activation], pools[pool]
         self.num_classes = num_classes
-        self.num_features = 84
+        self.num_features = 16
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, kernel_size=5),  # C1: 32 -> 28
             act(),
@@ -76,7 +81,10 @@ class LeNet5(ZooModel):
         self.fc = make_linear_head(84, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(pad_to_32(x))
+        x = pad_to_32(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(stack_stages(self.features), x)
+        return self.features(x)
 
     def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         taps = feature_modules(self.feature_info)
@@ -87,16 +95,28 @@ class LeNet5(ZooModel):
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
 
+    def set_global_pool(self, pool_type: str, num_classes: int) -> None:
+        raise no_global_pool(
+            self,
+            pool_type,
+            "C5 and F6 read the 16 maps of 5x5 flattened (LeCun et al. 1998, Fig. 2)",
+            "forward_features(x) gives the unpooled maps",
+        )
+
 
 def pad_to_32(x: torch.Tensor) -> torch.Tensor:
     """Centre smaller images in the 32×32 field with zeros (§II.B)."""
-    h, w = x.shape[-2:]
-    if (h, w) == (32, 32):
+    h, w = x.shape[-2], x.shape[-1]
+    if h == 32 and w == 32:
         return x
     if h > 32 or w > 32:
         raise ValueError(f"LeNet-5 reads images up to 32x32, got {h}x{w}")
     top, left = (32 - h) // 2, (32 - w) // 2
-    return F.pad(x, (left, 32 - w - left, top, 32 - h - top))
+    return F.pad(x, [left, 32 - w - left, top, 32 - h - top])
+
+
+# Its branch reads the input's size: torch.fx records the call instead of tracing into it.
+torch.fx.wrap("pad_to_32")
 
 
 @register_model(
@@ -107,7 +127,9 @@ def pad_to_32(x: torch.Tensor) -> torch.Tensor:
         num_classes=10,
         min_input_size=(1, 1, 1),  # smaller images are zero-padded to 32×32
         fixed_input_size=True,
+        pool_size=(5, 5),  # the 32×32 field: S4's maps, whatever the image size
         first_conv="features.0",
+        data="mnist",
     )
 )
 def lenet5(

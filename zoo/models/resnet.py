@@ -13,8 +13,6 @@
   every stage, stem included, k times wider).
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Iterator, Sequence
 
@@ -22,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import ZooModel, make_linear_head
+from zoo.models.base import GlobalPool, ZooModel, checkpoint_seq, make_linear_head
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER_HE = "Deep Residual Learning for Image Recognition (He et al., CVPR 2016, arXiv:1512.03385)"
@@ -119,10 +117,12 @@ class ResNet(ZooModel):
 
     ``layers[i]`` blocks at ``widths[i]`` channels; every stage after the first halves the size.
     Attribute names (conv1, bn1, layer1…, fc) are torchvision's. Features: the stem's activation
-    and every stage's output (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR).
+    and every stage's output (strides 2, 4, 8, 16, 32 for ImageNet; 1, 1, 2, 4 for CIFAR). The
+    head is global pooling (``global_pool``) and ``fc``; gradient checkpointing recomputes each
+    residual block.
     """
 
-    head_modules = ("avgpool", "fc")
+    head_modules = ("global_pool", "fc")
 
     def __init__(
         self,
@@ -138,6 +138,8 @@ class ResNet(ZooModel):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        if len(layers) not in (3, 4):
+            raise ValueError(f"a ResNet has 3 (CIFAR) or 4 (ImageNet) stages, got {len(layers)}")
         self.inplanes = widths[0]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
@@ -151,6 +153,8 @@ class ResNet(ZooModel):
             stage = self._make_layer(block, width, n, stride=1 if i == 0 else 2, shortcut=shortcut)
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(layers)
+        if self.num_stages == 3:  # the CIFAR models (a constant None for TorchScript)
+            self.layer4 = None
         reduction = 2 if stem == "imagenet" else 1
         self.feature_info = [{"num_chs": widths[0], "reduction": reduction, "module": "relu"}]
         reduction *= 2 if stem == "imagenet" else 1  # the max pool
@@ -163,7 +167,7 @@ class ResNet(ZooModel):
                     "module": f"layer{i + 1}",
                 }
             )
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.global_pool = GlobalPool("avg")
         self.num_features = widths[-1] * block.expansion
         self.num_classes = num_classes
         self.fc = make_linear_head(self.num_features, num_classes)
@@ -195,23 +199,32 @@ class ResNet(ZooModel):
             self.inplanes = planes * block.expansion
         return nn.Sequential(*blocks)
 
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def blocks(self) -> list[nn.Module]:
+        return [block for stage in self.stages() for block in stage]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks(), x)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.layer4 is not None:
+            x = self.layer4(x)
         return x
 
     def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
         yield x
         x = self.maxpool(x)
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
+        for stage in self.stages():
+            x = stage(x)
             yield x
         yield x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        x = self.global_pool(x)
         return x if pre_logits else self.fc(x)
 
 
@@ -247,6 +260,7 @@ def _imagenet_cfg(name: str) -> ModelCfg:
         input_size=(3, 224, 224),
         num_classes=1000,
         min_input_size=(3, 1, 1),
+        pool_size=(7, 7),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         torchvision=name,
@@ -261,6 +275,8 @@ def _cifar_cfg(paper: str = PAPER_HE, paper_numbers: PaperNumbers | None = None)
         input_size=(3, 32, 32),
         num_classes=10,
         min_input_size=(3, 1, 1),
+        pool_size=(8, 8),
+        data="cifar10",
         reference="tomgoldstein/loss-landscape cifar10/models/resnet.py (option-B shortcuts)",
         paper_numbers=paper_numbers,
     )

@@ -11,17 +11,13 @@ common CIFAR ports): pools use ``ceil_mode`` so that 28 px inputs reach 1×1 lik
 head is one 512→classes linear layer after global pooling.
 """
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from zoo.models.base import (
+    ConvStackModel,
+    GlobalPool,
     ZooModel,
-    feature_modules,
-    iter_stack,
     make_linear_head,
     stack_feature_info,
 )
@@ -78,14 +74,18 @@ def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool, ceil_mode
     return nn.Sequential(*layers)
 
 
-class VGG(ZooModel):
+class VGG(ConvStackModel):
     """``features``, ``avgpool``, ``classifier`` as in torchvision; ``small_head`` for 32 px.
 
     Features: each stage's activation before its pool (strides 1, 2, 4, 8, 16) and the last pool
-    (stride 32).
+    (stride 32). ``forward_features`` gives 512 maps (``num_features``). The ImageNet head
+    averages them to 7×7 and reads that grid flattened into two FC-4096 layers
+    (``head_hidden_size`` 4096), so there is no global pooling to change there
+    (``reset_classifier``'s ``global_pool`` is refused); ``small_head`` pools globally
+    (``global_pool``) in front of its one linear layer.
     """
 
-    head_modules = ("avgpool", "classifier")
+    head_modules = ("avgpool", "global_pool", "classifier")
 
     def __init__(
         self,
@@ -98,14 +98,15 @@ class VGG(ZooModel):
         self.features = features
         self.feature_info = stack_feature_info(features, "features")
         self.num_classes = num_classes
+        self.num_features = 512
         self.small_head = small_head
         if small_head:
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.num_features = 512
+            self.avgpool = None  # None-valued attributes are constants for TorchScript
+            self.global_pool = GlobalPool("avg")
             self.classifier = nn.Sequential(make_linear_head(512, num_classes))
         else:
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-            self.num_features = 4096
+            self.global_pool = None
             self.classifier = nn.Sequential(
                 nn.Linear(512 * 7 * 7, 4096),
                 nn.ReLU(True),
@@ -126,27 +127,22 @@ class VGG(ZooModel):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def iter_features(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        x = yield from iter_stack(self.features, x, feature_modules(self.feature_info), "features")
-        yield x
+    @property
+    def head_hidden_size(self) -> int:
+        return self.num_features * self.global_pool.feat_mult if self.small_head else 4096
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        if not pre_logits:
-            return self.classifier(x)
-        for layer in list(self.classifier)[:-1]:
-            x = layer(x)
-        return x
+        if self.global_pool is not None:
+            x = self.global_pool(x)
+            return x if pre_logits else self.classifier(x)
+        else:
+            return self.forward_flattened(x, pre_logits)
 
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = make_linear_head(self.num_features, num_classes)
+    def set_global_pool(self, pool_type: str, num_classes: int) -> None:
+        if self.small_head:
+            ZooModel.set_global_pool(self, pool_type, num_classes)
+        else:
+            super().set_global_pool(pool_type, num_classes)
 
 
 def create_vgg(
@@ -188,6 +184,7 @@ def _imagenet_cfg(name: str, params_m: float | None = None) -> ModelCfg:
         input_size=(3, 224, 224),
         num_classes=1000,
         min_input_size=(3, 32, 32),
+        pool_size=(7, 7),
         first_conv="features.0",
         classifier="classifier.6",
         mean=IMAGENET_MEAN,
@@ -210,8 +207,10 @@ def _cifar_cfg() -> ModelCfg:
         input_size=(3, 32, 32),
         num_classes=10,
         min_input_size=(3, 1, 1),
+        pool_size=(1, 1),
         first_conv="features.0",
         classifier="classifier.0",
+        data="cifar10",
         reference="kuangliu/pytorch-cifar models/vgg.py (BatchNorm, 512→classes head)",
     )
 

@@ -169,15 +169,17 @@ def _ode_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def check_exportable(model: nn.Module, name: str) -> None:
-    """Refuse what no fixed graph computes: an ODE block with an adaptive solver (its number of
-    steps depends on the input, Chen et al. 2018 §3)."""
+    """Refuse what neither file format holds: an ODE block with an adaptive solver (its number of
+    steps depends on the input, Chen et al. 2018 §3: a trace records one input's steps, and
+    torch's ONNX exporter cannot convert the loop ``torch.export`` captures, docs/export.md)."""
     from zoo.models.odenet import ADAPTIVE_SOLVERS
 
     for block in _ode_blocks(model):
         if block.solver in ADAPTIVE_SOLVERS:
             raise UserError(
                 f"{name} integrates with the adaptive solver {block.solver}, whose number of "
-                "steps depends on the input: no fixed graph computes it; export it with a "
+                "steps depends on the input: an ONNX or TorchScript file cannot hold it (in "
+                "Python, torch.export.export captures it as a loop); export it with a "
                 "fixed-step solver (--set solver=rk4 step_size=0.25, the same weights) "
                 "or export rknet_mnist"
             )
@@ -210,9 +212,9 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, str]
 
     torch's own exporter (``torch.onnx.export(dynamo=True)``, the default and recommended one
     since PyTorch 2.9; it needs onnxscript). An ODE block with a fixed-step solver is traced by
-    the TorchScript-based exporter instead: torchdiffeq builds its time grid with ``.item()`` and a
-    Python loop over it, which ``torch.export`` cannot capture, while a trace unrolls the steps,
-    which are the same for every input.
+    the TorchScript-based exporter instead: the trace unrolls torchdiffeq's steps, the same for
+    every input, much faster than the dynamo exporter converts the block's graph form
+    (docs/export.md).
     """
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
