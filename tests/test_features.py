@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.models import HEAVY
+from helpers.models import HEAVY, shape_device
 
 import zoo
 from zoo.registry import get_model_entry
@@ -15,16 +15,11 @@ from zoo.registry import get_model_entry
 NAMES = zoo.list_models()
 
 
-def _device(name: str) -> str:
-    """The meta device computes shapes only; the ODE solvers' step control needs values."""
-    return "cpu" if get_model_entry(name).cfg.family == "odenet" else "meta"
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_feature_maps_match_feature_info(name: str) -> None:
     cfg = get_model_entry(name).cfg
     c, h, w = cfg.input_size
-    with torch.device(_device(name)):
+    with torch.device(shape_device(name)):
         features = zoo.create_model(name, features_only=True).eval()
         maps = features(torch.randn(1, c, h, w))
     info = features.feature_info
@@ -41,7 +36,7 @@ def test_feature_maps_match_feature_info(name: str) -> None:
     # ``reduction`` is the total stride: an input larger by 2R pixels (R the largest stride)
     # gives every map 2R/r more pixels
     grow = 2 * max(reductions)
-    with torch.device(_device(name)):
+    with torch.device(shape_device(name)):
         larger = features(torch.randn(1, c, h + grow, w + grow))
     for small, big, r in zip(maps, larger, reductions, strict=True):
         assert big.shape[-2] - small.shape[-2] == grow // r

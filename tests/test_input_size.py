@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.models import shape_device
 
 import zoo
 from zoo.registry import get_model_entry
 
 
 def _runs(name: str, size: int) -> bool:
-    """One eval forward of a ``size``×``size`` image: on the meta device (shapes only, fast), on
-    the CPU for models whose forward needs values (the ODE solvers' step-size control)."""
+    """One eval forward of a ``size``×``size`` image where shapes are checked (``shape_device``)."""
     c = get_model_entry(name).cfg.input_size[0]
-    device = "cpu" if get_model_entry(name).cfg.family == "odenet" else "meta"
-    with torch.device(device):
+    with torch.device(shape_device(name)):
         model = zoo.create_model(name).eval()
         x = torch.randn(1, c, size, size)
     try:

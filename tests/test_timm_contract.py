@@ -1,7 +1,11 @@
 """timm's model tests (huggingface/pytorch-image-models, tests/test_models.py), ported to the zoo:
 the same assertions through ``zoo.create_model`` and ``zoo.list_models``, over every registered
-model, on small inputs. ``make test-slow`` adds the very large ImageNet models (``HEAVY``) and
-runs the graph tests on every model (``make test``: one model per code path, ``GRAPH_PATHS``).
+model, on small inputs and one thread.
+
+``make test`` leaves out the very large ImageNet models (``SLOW_MODELS``: ``HEAVY`` and the two
+VGG-11s, 133M parameters each; AlexNet runs the same torchvision head) and runs the graph tests
+(``torch.fx``, TorchScript, ``torch.export``, whose cost grows with depth) on one model per code
+path (``GRAPH_PATHS``); ``make test-slow`` runs the rest.
 
 Where a model cannot do what a test asks, the test asserts the documented behaviour instead, as
 timm's own lists exempt models (``EARLY_POOL_MODELS``, ``EXCLUDE_JIT_FILTERS``):
@@ -25,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import needs_fmnist
-from helpers.models import HEAVY
+from helpers.models import HEAVY, shape_device
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import zoo
@@ -37,25 +41,23 @@ from zoo.models.odenet import ODEBlock
 from zoo.pretrained import WEIGHTS_DIR, all_tags
 from zoo.registry import get_model_entry
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SLOW_MODELS = HEAVY | {"vgg11", "vgg11_bn"}
 NAMES = [
-    *zoo.list_models(exclude_filters=sorted(HEAVY)),
-    *(pytest.param(name, marks=pytest.mark.slow) for name in sorted(HEAVY)),
+    name if name not in SLOW_MODELS else pytest.param(name, marks=pytest.mark.slow)
+    for name in zoo.list_models()
 ]
-# The graph tests (FX, TorchScript, torch.export) trace every operation, which costs time in
-# proportion to depth: in ``make test`` they run on one model per code path (the others differ
-# in depth or width only: more of the same blocks); every model runs them under make test-slow.
+# The other models differ from these in depth or width only (more of the same blocks).
 GRAPH_PATHS = {
     "lenet5": "padding helper, flattened head",
     "alexnet_cifar": "conv stack, torchvision's flattened head (AlexNet, ImageNet VGG)",
     "vgg11_bn_cifar": "conv stack with BatchNorm, global pooling head",
-    "googlenet": "Inception modules, ImageNet stem, auxiliary heads in training",
-    "resnet20": "basic blocks, projection shortcuts",
-    "resnet20_noshort": "basic blocks without shortcuts",
-    "resnet50": "bottleneck blocks, ImageNet stem",
-    "densenet40_k12": "plain dense layers, transitions",
-    "densenet_bc100_k12": "bottleneck dense layers",
+    "googlenet": "Inception modules, auxiliary heads in training",
+    "resnet20": "basic blocks, projection shortcuts, three stages",
+    "resnet50": "bottleneck blocks, ImageNet stem, four stages",
+    "densenet_bc100_k12": "bottleneck dense layers, transitions",
     "cliquenet_k36_t12_ac": "clique blocks, attention, compression",
-    "cliquenet_s0": "bottleneck clique blocks, ImageNet stem",
     "odenet_mnist": "adaptive ODE solver (a data-dependent loop)",
     "rknet_mnist": "fixed-step ODE solver",
     "resnet_mnist": "GroupNorm residual blocks",
@@ -65,6 +67,19 @@ GRAPH_NAMES = [
     for name in zoo.list_models()
 ]
 TARGET_SIZE = 16  # timm's tests shrink inputs to a target size (128-384 px there)
+TIMM_CFG_KEYS = {
+    "input_size",
+    "fixed_input_size",
+    "mean",
+    "std",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "num_classes",
+    "pool_size",
+    "first_conv",
+    "classifier",
+}
 LOCAL_WEIGHTS = sorted(
     f"{name}.{tag}"
     for name, tags in all_tags().items()
@@ -74,18 +89,14 @@ LOCAL_WEIGHTS = sorted(
 
 
 @pytest.fixture(scope="module", params=NAMES)
-def built(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module]:
-    """(name, model) built once for all the tests of a name (module scope groups them); tests
-    that change the model take a copy."""
+def built(request: pytest.FixtureRequest, one_thread: None) -> tuple[str, torch.nn.Module]:
+    """(name, model in eval mode), built once for all the tests of a name (module scope groups
+    them); tests that change the model take a copy."""
     return request.param, zoo.create_model(request.param).eval()
 
 
-def _copy(built: tuple[str, torch.nn.Module], num_classes: int | None = None) -> torch.nn.Module:
-    """A fresh copy of the built model; with ``num_classes``, a fresh classifier of that size."""
-    model = copy.deepcopy(built[1])
-    if num_classes is not None:
-        model.reset_classifier(num_classes)
-    return model
+def _copy(built: tuple[str, torch.nn.Module]) -> torch.nn.Module:
+    return copy.deepcopy(built[1])
 
 
 def _input_size(model: torch.nn.Module) -> tuple[int, int, int]:
@@ -158,17 +169,22 @@ def _script(model: torch.nn.Module, traced: bool = False) -> torch.nn.Module | N
 
 
 def test_model_forward(built: tuple[str, torch.nn.Module]) -> None:
-    model = _copy(built)
+    """timm's test, and the same outputs with gradient checkpointing switched on."""
+    model = built[1]
     x = torch.randn(1, *_input_size(model))
     outputs = model(x)
-    assert outputs.shape[0] == 1
+    assert outputs.shape == (1, model.num_classes)
     assert not torch.isnan(outputs).any()
-    model.set_grad_checkpointing()  # recomputation changes nothing in the outputs
-    assert torch.allclose(model(x), outputs, rtol=1e-4, atol=1e-5)
+    model.set_grad_checkpointing()
+    try:
+        assert torch.allclose(model(x), outputs, rtol=1e-4, atol=1e-5)
+    finally:
+        model.set_grad_checkpointing(False)
 
 
 def test_model_backward(built: tuple[str, torch.nn.Module]) -> None:
-    model = _copy(built, num_classes=42).train()
+    model = _copy(built).train()
+    model.reset_classifier(42)
     outputs = _cat(model(torch.randn(2, *_input_size(model))))
     outputs.mean().backward()
     for param_name, param in model.named_parameters():
@@ -178,71 +194,95 @@ def test_model_backward(built: tuple[str, torch.nn.Module]) -> None:
 
 
 def test_model_default_cfgs(built: tuple[str, torch.nn.Module]) -> None:
-    """timm's test at the configured input size for the map size (``pool_size``); the head's
-    checks on a small input, whose unpooled output is ``forward_features``' map."""
+    """timm's test: the config's keys and layer names, the head's widths (``num_features``,
+    ``head_hidden_size``), the head without classifier and without pooling, on a small input;
+    ``pool_size`` at the configured input size (shapes only)."""
     name, model = built[0], _copy(built)
-    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
-    cfg = model.default_cfg
-    with torch.no_grad():
-        features = model.forward_features(torch.randn(1, *cfg["input_size"]))
-        if isinstance(model, CliqueNet):  # the multi-scale representation: pooled already
-            assert cfg["pool_size"] is None and features.ndim == 2
-        else:
-            assert tuple(features.shape[2:]) == tuple(cfg["pool_size"])
-        assert features.shape[1] == model.num_features
-
-        x = torch.randn(1, *_input_size(model))
-        features = model.forward_features(x)
-        pre_logits = model.forward_head(features, pre_logits=True)
-        assert pre_logits.shape[1] == model.head_hidden_size
-        model.reset_classifier(0)
-        assert model.num_classes == 0
-        outputs = model(x)
-        assert outputs.shape == pre_logits.shape and outputs.ndim == 2
-
-        refused = _no_unpooled_output(model)
-        if refused:
-            with pytest.raises(ValueError, match=refused) as error:
-                model.reset_classifier(0, "")
-            assert "\n" not in str(error.value)
-            with pytest.raises(ValueError, match=refused):
-                zoo.create_model(name, num_classes=0, global_pool="")
-        else:
-            model.reset_classifier(0, "")
-            assert model(x).shape == features.shape  # the unpooled map
-            unpooled = zoo.create_model(name, num_classes=0, global_pool="").eval()
-            assert unpooled(x).shape == features.shape
-
+    cfg = model.pretrained_cfg
+    assert isinstance(cfg, dict) and model.default_cfg is cfg and TIMM_CFG_KEYS <= cfg.keys()
+    assert cfg["architecture"] == name and cfg["num_classes"] == model.num_classes
     state_dict = built[1].state_dict()
     classifiers = cfg["classifier"]
     for classifier in (classifiers,) if isinstance(classifiers, str) else classifiers:
         assert f"{classifier}.weight" in state_dict, classifier
     assert f"{cfg['first_conv']}.weight" in state_dict
+    assert model.get_classifier().out_features == model.num_classes
 
-
-def _other_size_tags() -> list[str]:
-    """Weights whose input size differs from the record's: their configs state their own map
-    size (the rest share the record's, checked above)."""
-    tags = []
-    for name in zoo.list_pretrained(exclude_filters=[f"{n}.*" for n in HEAVY]):
-        model_name, tag = name.split(".")
-        record = get_model_entry(model_name).cfg
-        if all_tags()[model_name][tag].input_size[1:] != record.input_size[1:]:
-            tags.append(name)
-    return tags
-
-
-@pytest.mark.parametrize("name", _other_size_tags())
-def test_pretrained_cfg_of_tags_states_their_map_size(name: str) -> None:
-    model = zoo.create_model(name).eval()  # the tag's config, without its weights
-    cfg = model.pretrained_cfg
-    assert cfg["tag"] == name.split(".")[1]
+    x = torch.randn(1, *_input_size(model))
     with torch.no_grad():
-        features = model.forward_features(torch.randn(1, *cfg["input_size"]))
-    if cfg["pool_size"] is None:
-        assert features.ndim == 2
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        pre_logits = model.forward_head(features, pre_logits=True)
+        assert pre_logits.shape == (1, model.head_hidden_size)
+        assert torch.allclose(model.forward_head(features), model(x))
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        assert torch.allclose(model(x), pre_logits)
+        refused = _no_unpooled_output(model)
+        if refused:
+            with pytest.raises(ValueError, match=refused) as error:
+                model.reset_classifier(0, "")
+            assert "\n" not in str(error.value)
+        else:
+            model.reset_classifier(0, "")
+            assert model(x).shape == features.shape  # the unpooled map (after the head's norm)
+
+        device = shape_device(name)
+        features = model.to(device).forward_features(torch.randn(1, *cfg["input_size"]).to(device))
+    if isinstance(model, CliqueNet):  # the multi-scale representation: pooled already
+        assert cfg["pool_size"] is None and features.shape == (1, model.num_features)
     else:
-        assert tuple(features.shape[2:]) == tuple(cfg["pool_size"])
+        assert tuple(features.shape[1:]) == (model.num_features, *cfg["pool_size"])
+
+
+# One model per way of pooling before the head, and the two ways of refusing to.
+CREATE_WITHOUT_POOLING = [
+    ("lenet5", "forward_features"),
+    ("alexnet_cifar", "forward_features"),
+    ("vgg11_bn_cifar", None),
+    ("googlenet_cifar", None),
+    ("resnet20", None),
+    ("densenet40_k12", None),
+    ("cliquenet_k36_t12", "forward_intermediates"),
+    ("resnet_mnist", None),
+]
+
+
+@pytest.mark.parametrize(("name", "refused"), CREATE_WITHOUT_POOLING)
+def test_create_model_without_classifier_and_pooling(name: str, refused: str | None) -> None:
+    """timm's ``create_model(name, num_classes=0, global_pool='')``: ``forward`` gives the
+    unpooled map (the factory calls ``reset_classifier``, tested on every model above), or a
+    one-line error naming what gives the unpooled maps."""
+    if refused:
+        with pytest.raises(ValueError, match=refused) as error:
+            zoo.create_model(name, num_classes=0, global_pool="")
+        assert "\n" not in str(error.value)
+        return
+    model = zoo.create_model(name, num_classes=0, global_pool="").eval()
+    x = torch.randn(1, *_input_size(model))
+    with torch.no_grad():
+        assert model(x).shape == model.forward_features(x).shape
+
+
+def _tags_of_other_sizes() -> list[str]:
+    """Weights that declare their map size (timm's) at an input size other than the record's."""
+    names = []
+    for name, tags in all_tags().items():
+        record = get_model_entry(name).cfg
+        for tag, weights in tags.items():
+            if weights.pool_size is not None and weights.input_size != record.input_size:
+                names.append(f"{name}.{tag}")
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _tags_of_other_sizes())
+def test_pretrained_cfg_of_tags_states_their_map_size(name: str) -> None:
+    with torch.device(shape_device(name.split(".")[0])):
+        model = zoo.create_model(name).eval()  # the tag's config, without its weights
+        cfg = model.pretrained_cfg
+        assert cfg["tag"] == name.split(".")[1]
+        features = model.forward_features(torch.randn(1, *cfg["input_size"]))
+    assert tuple(features.shape[2:]) == tuple(cfg["pool_size"])
 
 
 # ---- weights (timm: test_model_load_pretrained, test_model_features_pretrained) -----------------
@@ -250,54 +290,66 @@ def test_pretrained_cfg_of_tags_states_their_map_size(name: str) -> None:
 
 @pytest.mark.parametrize("name", LOCAL_WEIGHTS)
 def test_model_load_pretrained(name: str) -> None:
+    """The weights adapted to one channel and five classes, and without classifier."""
     grey = zoo.create_model(name, pretrained=True, in_chans=1, num_classes=5)
     assert grey.pretrained_cfg["input_size"][0] == 1 and grey.pretrained_cfg["num_classes"] == 5
-    headless = zoo.create_model(name, pretrained=True, in_chans=1, num_classes=0)
-    assert headless(torch.randn(2, *headless.pretrained_cfg["input_size"])).ndim == 2
+    headless = zoo.create_model(name, pretrained=True, in_chans=1, num_classes=0).eval()
+    x = torch.randn(2, *headless.pretrained_cfg["input_size"])
+    with torch.no_grad():
+        assert headless(x).shape == (2, headless.head_hidden_size)
 
 
 @pytest.mark.parametrize("name", LOCAL_WEIGHTS)
 def test_model_features_pretrained(name: str) -> None:
-    features = zoo.create_model(name, pretrained=True, features_only=True)
-    assert features.pretrained_cfg["first_conv"].startswith("model.")
+    """The feature maps of the weights: those of the full model with the same weights."""
+    model = zoo.create_model(name, pretrained=True).eval()
+    features = zoo.create_model(name, pretrained=True, features_only=True).eval()
+    assert features.pretrained_cfg["first_conv"] == f"model.{model.pretrained_cfg['first_conv']}"
+    x = torch.randn(2, *features.pretrained_cfg["input_size"])
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, intermediates_only=True)
+        for got, want in zip(features(x), expected, strict=True):
+            assert torch.equal(got, want)
 
 
 # ---- feature extraction (timm: test_model_forward_features, _forward_intermediates) -------------
 
 
-def test_model_forward_features(built: tuple[str, torch.nn.Module]) -> None:
-    model = FeatureNet(_copy(built)).eval()  # what create_model(features_only=True) returns
-    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
-    assert len(channels) >= 3
-    input_size = _input_size(model.model)
-    with torch.no_grad():
-        outputs = model(torch.randn(1, *input_size))
-    assert len(outputs) == len(channels)
-    for c, r, o in zip(channels, reductions, outputs, strict=True):
-        assert o.shape[1] == c and o.shape[0] == 1
+def _check_feature_maps(maps: list[torch.Tensor], info: FeatureInfo, input_size: tuple) -> None:
+    """timm's checks: channels as declared, sizes within one pixel of input size / reduction."""
+    channels, reductions = info.channels(), info.reduction()
+    assert len(channels) >= 3 and len(maps) == len(channels)
+    for c, r, o in zip(channels, reductions, maps, strict=True):
+        assert o.shape[:2] == (1, c)
         assert o.shape[2] <= math.ceil(input_size[1] / r) + 1
         assert o.shape[3] <= math.ceil(input_size[2] / r) + 1
         assert not torch.isnan(o).any()
+
+
+def test_model_forward_features(built: tuple[str, torch.nn.Module]) -> None:
+    model = FeatureNet(_copy(built)).eval()  # what create_model(features_only=True) returns
+    input_size = _input_size(model.model)
+    with torch.no_grad():
+        maps = model(torch.randn(1, *input_size))
+    _check_feature_maps(maps, model.feature_info, input_size)
 
 
 def test_model_forward_intermediates(built: tuple[str, torch.nn.Module]) -> None:
-    model = _copy(built)
-    feature_info = FeatureInfo(model.feature_info, range(len(model.feature_info)))
-    channels, reductions = feature_info.channels(), feature_info.reduction()
-    assert len(channels) >= 3
+    model = built[1]
     input_size = _input_size(model)
     x = torch.randn(1, *input_size)
-    output, intermediates = model.forward_intermediates(x, output_fmt="NCHW")
-    assert len(intermediates) == len(channels)
-    for c, r, o in zip(channels, reductions, intermediates, strict=True):
-        assert o.shape[1] == c
-        assert o.shape[2] <= math.ceil(input_size[1] / r) + 1
-        assert o.shape[3] <= math.ceil(input_size[2] / r) + 1
-        assert not torch.isnan(o).any()
-    assert torch.allclose(output, model.forward_features(x))
+    with torch.no_grad():
+        output, maps = model.forward_intermediates(x, output_fmt="NCHW")
+        _check_feature_maps(maps, FeatureInfo(model.feature_info, range(len(maps))), input_size)
+        assert torch.allclose(output, model.forward_features(x))
     model.set_grad_checkpointing()
-    checkpointed, _ = model.forward_intermediates(x, output_fmt="NCHW")
-    assert torch.allclose(output, checkpointed, rtol=1e-4, atol=1e-5)
+    try:
+        checkpointed, _ = model.forward_intermediates(x, output_fmt="NCHW")
+        assert torch.allclose(output, checkpointed, rtol=1e-4, atol=1e-5)
+    finally:
+        model.set_grad_checkpointing(False)
+    with pytest.raises(ValueError, match="NCHW"):
+        model.forward_intermediates(x, output_fmt="NHWC")
 
 
 # ---- graphs (timm: test_model_forward_fx, _backward_fx, _fx_torchscript, _forward_torchscript) --
@@ -350,8 +402,8 @@ def test_model_export(name: str) -> None:
 # ---- beyond timm's file: exact gradients with checkpointing, preprocessing ----------------------
 
 # One model per code path: plain stacks, GoogLeNet with its auxiliary heads, residual blocks with
-# and without shortcuts, plain and bottleneck dense layers, clique blocks with attention and
-# compression (CIFAR) and with the bottleneck (ImageNet stem), and the three ODE-family models.
+# and without shortcuts, plain and bottleneck dense layers (dropout on), clique blocks with
+# attention and compression (dropout on) and with the bottleneck, and the three ODE-family models.
 CHECKPOINTED = [
     ("lenet5", {}),
     ("alexnet_cifar", {}),
@@ -361,7 +413,7 @@ CHECKPOINTED = [
     ("resnet20_noshort", {}),
     ("densenet40_k12", {"drop_rate": 0.2}),
     ("densenet_bc100_k12", {}),
-    ("cliquenet_k36_t12_ac", {}),
+    ("cliquenet_k36_t12_ac", {"drop_rate": 0.2}),
     ("cliquenet_s0", {}),
     ("rknet_mnist", {}),
     ("odenet_mnist", {}),
@@ -446,7 +498,8 @@ def test_timm_preprocessing_of_torchvision_weights_is_torchvisions(name: str) ->
     import torchvision
     from PIL import Image
 
-    model = zoo.create_model(f"{name}.tv_in1k")  # the weights' config, without downloading them
+    with torch.device("meta"):  # the weights' config only: nothing is built or downloaded
+        model = zoo.create_model(f"{name}.tv_in1k")
     image = Image.fromarray(torch.randint(0, 256, (300, 341, 3), dtype=torch.uint8).numpy())
     weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
     expected = weights.transforms()(image)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.registry import get_model_entry
+
 # The very large ImageNet models: built once each in their family tests (whose code the smaller
 # members also run); a CPU forward of every one in the whole-registry tests would dominate the
 # suite's time on 2 cores without testing anything new.
@@ -73,3 +75,9 @@ def trained_like(model: nn.Module, input_size: tuple[int, ...], seed: int = 0) -
             if isinstance(module, nn.modules.batchnorm._NormBase):
                 module.momentum = 0.1
     return model.eval()
+
+
+def shape_device(name: str) -> str:
+    """Where a forward that only checks shapes runs: the meta device (no values, fast), or the
+    CPU for the ODE models, whose solvers' step-size control reads values."""
+    return "cpu" if get_model_entry(name).cfg.family == "odenet" else "meta"

@@ -258,8 +258,9 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, str]
 
 
 def torchscript_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
-    """The traced TorchScript module (``torch.jit.trace``; our models use Python features that
-    ``torch.jit.script`` does not compile), with ``metadata`` as the extra file zoo.json."""
+    """The traced TorchScript module (``torch.jit.trace``, which takes every exportable model;
+    ``torch.jit.script`` does not compile CliqueNet or the ODE blocks, docs/export.md), with
+    ``metadata`` as the extra file zoo.json."""
     with _quiet_tracing():
         traced = torch.jit.trace(model, example, check_trace=False)
         buffer = io.BytesIO()
