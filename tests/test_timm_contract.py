@@ -480,8 +480,9 @@ def test_timm_preprocessing_is_the_zoo_image_folder_pipeline(name: str, tmp_path
     image = Image.fromarray(torch.randint(0, 256, (45, 61, 3), dtype=torch.uint8).numpy())
     image = image.convert("L" if c == 1 else "RGB")
     for split in ("train", "test"):
-        (tmp_path / split / "a").mkdir(parents=True)
-        image.save(tmp_path / split / "a" / "0.png")
+        for label in ("a", "b"):  # two classes, one image
+            (tmp_path / split / label).mkdir(parents=True)
+            image.save(tmp_path / split / label / "0.png")
     data = ImageFolderDataModule(root=str(tmp_path), image_size=h, grayscale=c == 1, val_size=0)
     data.setup()
     mean = torch.tensor(model.pretrained_cfg["mean"]).view(-1, 1, 1)
