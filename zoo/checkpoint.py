@@ -1,4 +1,4 @@
-"""Checkpoints for tasks: the exact model a zoo checkpoint holds, and the data to run it on.
+"""Checkpoints for tasks: the exact model a zoo checkpoint holds.
 
 Tasks that analyse one trained model (``evaluate.py task=eval|landscape|hessian|robustness``) start
 from a Lightning ``.ckpt`` written by ``train.py`` or from an exported ``.safetensors`` with its
@@ -6,8 +6,8 @@ from a Lightning ``.ckpt`` written by ``train.py`` or from an exported ``.safete
 builder arguments and its weights are loaded strictly: weights that do not fit (a classifier or a
 first convolution of another size) are refused, never adapted or re-initialised, so an evaluation
 can never score a random head. Damaged or foreign files end in one ``UserError`` naming the file.
-The data are normalised with the statistics stored with the checkpoint (those of its training
-split), not recomputed.
+The statistics of the data it was trained on (mean, std of its training split) come back in its
+``info``, so that an evaluation normalises its data with them rather than recomputing them.
 """
 
 from __future__ import annotations
@@ -16,19 +16,17 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import save
 from torch import nn
 
 from zoo.errors import UserError
 from zoo.factory import create_model
 from zoo.io import atomic_write_bytes, atomic_write_json
 from zoo.pretrained import read_state_dict, unwrap_state_dict
-
-if TYPE_CHECKING:
-    from zoo.data import InMemoryDataModule
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 PICKLE_MAGIC = b"\x80"  # torch.save's legacy format: a pickle, protocol 2 or later
@@ -83,8 +81,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path).expanduser()
     _check_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-
         info = _read_sidecar(path)
         try:
             sd = read_state_dict(path)
@@ -119,8 +115,6 @@ def save_weights(model: nn.Module, info: dict[str, Any], out: str | Path, **reco
     """Write ``model``'s tensors to ``out`` (.safetensors, no pickle) and ``out``'s ``.json``:
     ``info`` (model name, builder arguments, data), the file's SHA-256 and ``record`` (tag,
     metrics, command, ...). Both files are written atomically. Returns the JSON written."""
-    from safetensors.torch import save
-
     out = Path(out)
     blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     atomic_write_bytes(out, blob)
@@ -172,37 +166,3 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise UserError(f"{Path(path).name}: {err}") from None
     load_strict(model, sd, f"{Path(path).name} ({name}, {kwargs})")
     return model.eval(), info
-
-
-def load_checkpoint_and_data(
-    cfg: DictConfig, task: str, stage: str = "test"
-) -> tuple[nn.Module, dict[str, Any], InMemoryDataModule]:
-    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
-    statistics stored with the checkpoint. Shared by every task that analyses one checkpoint.
-
-    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
-    """
-    if not cfg.ckpt_path:
-        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
-    from zoo.training.instantiate import build  # not at import: zoo.training imports this module
-
-    model, info = model_from_checkpoint(cfg.ckpt_path)
-    dm = build(OmegaConf.to_container(cfg.data, resolve=True), "data")
-    dm.setup(stage)
-    if info.get("data", {}).get("mean"):
-        dm.mean = torch.tensor(info["data"]["mean"])
-        dm.std = torch.tensor(info["data"]["std"])
-    num_classes = model.num_classes
-    if dm.num_classes != num_classes:
-        raise UserError(
-            f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
-            f"{dm.num_classes}"
-        )
-    in_chans = info["model_kwargs"].get("in_chans", info.get("data", {}).get("in_chans"))
-    if in_chans is not None and dm.in_chans != int(in_chans):
-        raise UserError(
-            f"{cfg.ckpt_path} ({info['model']}) takes {in_chans}-channel images but "
-            f"data={dm.name} has {dm.in_chans} channels; evaluate it on data with {in_chans} "
-            "channels (the data it was trained on)"
-        )
-    return model, info, dm

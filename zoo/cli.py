@@ -1,6 +1,8 @@
-"""The entry points' shared wrapper: Hydra composition, one-line errors, exit code 2.
+"""The entry points' shared wrapper: Hydra composition, one-line errors, exit code 2, and the
+dispatch to the task (:mod:`zoo.tasks`) the config names.
 
-``train.py`` and ``evaluate.py`` call ``run(fn, config_name)``. Mistakes in the command line
+``train.py`` and ``evaluate.py`` call ``run(fn, config_name)`` with :func:`train_or_study` and
+:func:`dispatch_task`. Mistakes in the command line
 (unknown model, dataset or config key, a value left out, a missing file, a run folder that is a
 file or cannot be written) print one line with the closest valid names and exit with status 2,
 without a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback (any other value, ``0`` included,
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.errors import RunInterrupted, UserError
 from zoo.paths import CONF_DIR
 from zoo.runtime import configure_allocator, set_threads
+from zoo.tasks import train
 from zoo.training.config_checks import check_no_missing_values
 from zoo.training.rundir import record_command
 
@@ -133,12 +136,28 @@ def run(fn: Callable[[DictConfig], object], config_name: str) -> None:
     hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
 
 
+def task_function(path: str, key: str) -> Callable[[DictConfig], object]:
+    """The task function a config names (``task.fn``, ``study.fn``); a one-line error if it cannot
+    be imported."""
+    try:
+        return hydra.utils.get_method(path)
+    except Exception as err:
+        raise UserError(f"{key}={path!r} cannot be imported ({err})") from None
+
+
+def train_or_study(cfg: DictConfig) -> object:
+    """``train.py``'s body: the study's function (``study.fn``, e.g. :mod:`zoo.tasks.shortcut`)
+    when the config has a ``study`` node, else one training run (:mod:`zoo.tasks.train`)."""
+    if not cfg.get("study"):
+        return train.run(cfg)
+    fn = task_function(cfg.study.fn, "study.fn")
+    record_command(Path(cfg.output_dir), cfg)  # the study's folder; its runs have their own
+    return fn(cfg)
+
+
 def dispatch_task(cfg: DictConfig):
     """``evaluate.py``'s body: call the function named by ``cfg.task.fn`` with the whole config."""
-    try:
-        fn = hydra.utils.get_method(cfg.task.fn)
-    except Exception as err:
-        raise UserError(f"task function {cfg.task.fn!r} cannot be imported ({err})") from None
+    fn = task_function(cfg.task.fn, "task.fn")
     configure_allocator(cfg.get("allocator", "retain"))
     set_threads(cfg.get("threads"))
     # Hydra's record of this command, unless the folder has one (a training run's): never

@@ -1,8 +1,8 @@
 """Maximum-likelihood training of a continuous normalizing flow through the zoo's trainer.
 
-``python train.py experiment=cnf_moons`` builds this module from the config node
-``lightning_module`` instead of the classifier: same optimizer and schedule groups, training clock,
-checkpoints, resume and ``results.json``. The loss is the negative log-likelihood of the batch
+``python train.py experiment=cnf_moons`` builds this module from ``lightning_module=cnf``
+(conf/lightning_module/cnf.yaml) instead of the classifier: same optimizer and schedule groups,
+training clock, checkpoints, resume and ``results.json``. The loss is the negative log-likelihood of the batch
 (nats per point) for 2-D points; for images it is bits per dimension as in FFJORD (Grathwohl et al.
 2019, §4.2): 8-bit pixels are dequantized with uniform noise, x = (k + u)/256, mapped to logit
 space (α = 1e-6), and bits/dim = −(log p(x) − D·log 256) / (D·log 2). Validation and test report
@@ -172,11 +172,15 @@ class CNFDensityModule(pl.LightningModule):
         log.info("plots written to %s in %.1f s", out, time.perf_counter() - start)
         return [str(out / name) for name in written]
 
-    def results(self, test_metrics: dict[str, float]) -> dict[str, Any]:
-        """This module's entries of ``results.json``."""
-        out: dict[str, Any] = {
-            f"test_{metric}": test_metrics.get(f"test/{metric}") for metric in self.metric_names()
-        }
+    def results(
+        self, test_metrics: dict[str, float], best_score: float | None, monitor: str
+    ) -> dict[str, Any]:
+        """This module's entries of ``results.json``: the best value of the monitored validation
+        metric, the test metrics, the time of the test and the figures written."""
+        out: dict[str, Any] = {f"best_{monitor.replace('/', '_')}": best_score}
+        out.update(
+            {f"test_{metric}": test_metrics.get(f"test/{metric}") for metric in self.metric_names()}
+        )
         out["test_time_s"] = round(self.test_time_s, 2) if self.test_time_s is not None else None
         if self.grid_mass is not None:
             out["density_mass_on_plot_grid"] = round(self.grid_mass, 5)

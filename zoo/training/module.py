@@ -13,12 +13,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.attacks import ATTACKS, attack
+from zoo.complexity import count_macs
 from zoo.data.tta import check_tta, tta_logits
 from zoo.errors import UserError
 from zoo.factory import create_model
 from zoo.fast import optimize
+from zoo.registry import check_builder_value, check_input_size
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
 from zoo.training.config_checks import number, optional, whole
+from zoo.training.debug import set_dropout
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 from zoo.training.instantiate import build
 
@@ -91,6 +94,40 @@ ADVERSARIAL_CHECKS = {
 
 DEFAULT_OPTIM = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "weight_decay": 5e-4}
 
+# The keys of a model config (conf/model/*.yaml) that are not arguments of the model's builder.
+RESERVED_MODEL_KEYS = ("name", "pretrained", "in_chans", "num_classes")
+
+
+def builder_kwargs(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The builder arguments of a model config: every key but the reserved ones."""
+    return {k: v for k, v in model_cfg.items() if k not in RESERVED_MODEL_KEYS}
+
+
+def data_model_kwargs(model_cfg: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The builder arguments of ``model_cfg`` for ``data`` (its ``describe()``): ``num_classes``
+    and ``in_chans`` follow the data and, when given, are checked as ``create_model`` checks them
+    and against the data."""
+    kwargs = builder_kwargs(model_cfg)
+    data_values = {
+        "num_classes": (data["num_classes"], "classes"),
+        "in_chans": (data["in_chans"], "channels"),
+    }
+    for key, (data_value, what) in data_values.items():
+        value = model_cfg.get(key)
+        if value is None:
+            kwargs[key] = data_value
+            continue
+        try:
+            kwargs[key] = check_builder_value(f"model.{key}", key, value, minimum=1)
+        except ValueError as err:
+            raise UserError(f"{err}; leave it unset to follow the data") from None
+        if kwargs[key] != data_value:
+            raise UserError(
+                f"model.{key}={value} but the data has {data_value} {what}: leave model.{key} "
+                "unset (null) to follow the data"
+            )
+    return kwargs
+
 
 class ZooClassifier(pl.LightningModule):
     """Cross-entropy training of ``create_model(model_name, **model_kwargs)``.
@@ -160,6 +197,46 @@ class ZooClassifier(pl.LightningModule):
         # A checkpoint taken inside an epoch carries the epoch's running training metrics.
         self.train_acc1.persistent(True)
         self.train_loss.persistent(True)
+
+    @classmethod
+    def from_model_config(
+        cls,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        dropout: float | None = None,
+        **options: Any,
+    ) -> ZooClassifier:
+        """The classifier of a model config (``name``, ``pretrained``, builder arguments) for the
+        data described by ``data``, every dropout option of the model set to ``dropout`` (None:
+        the config's); ``options`` are the other arguments of the constructor. The target of
+        conf/lightning_module/classifier.yaml."""
+        kwargs = data_model_kwargs(model, data)
+        kwargs = set_dropout(model["name"], kwargs, dropout)
+        try:
+            check_input_size(model["name"], (data["in_chans"], *data["image_size"]))
+            return cls(
+                model_name=model["name"],
+                model_kwargs=kwargs,
+                data=data,
+                pretrained=model.get("pretrained") or False,
+                **options,
+            )
+        except (ValueError, TypeError) as err:  # unknown model name or builder argument
+            raise UserError(str(err)) from None
+
+    def results(
+        self, test_metrics: dict[str, float], best_score: float | None, monitor: str
+    ) -> dict[str, Any]:
+        """This module's entries of ``results.json``: MACs per image, the best validation top-1
+        and the test metrics."""
+        data = self.hparams.data or {}
+        return {
+            "macs": count_macs(self.model, (data["in_chans"], *data["image_size"])),
+            "best_val_acc1": best_score,
+            "test_acc1": test_metrics.get("test/acc1"),
+            "test_acc5": test_metrics.get("test/acc5"),
+            "test_loss": test_metrics.get("test/loss"),
+        }
 
     @staticmethod
     def _check_adversarial(cfg: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text, pyplot
 from zoo.paths import CONF_DIR
-from zoo.training.run import build_datamodule, train
+from zoo.tasks import train
+from zoo.tasks.common import build_datamodule
 
 CONF_MODEL = CONF_DIR / "model"
 
@@ -48,7 +49,7 @@ def _train_one(cfg: DictConfig, name: str, out: Path) -> dict[str, Any]:
         sub.output_dir = str(out)
         if (out / "checkpoints" / "last.ckpt").is_file():
             sub.ckpt_path = "last"  # an interrupted training run resumes
-    train(sub)
+    train.run(sub)
     return json.loads(results_file.read_text())
 
 
@@ -87,7 +88,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = []
     for name in cfg.study.models:
         results = _train_one(cfg, name, out / name)
-        dm = build_datamodule(cfg.data, cfg.seed)
+        dm = build_datamodule(cfg.data, "fit", seed=cfg.seed)
         rows.append(analyse(cfg, results, out / name, dm))
     table = [{k: v for k, v in r.items() if k != "surface"} for r in rows]
     atomic_write_json(out / "shortcut_table.json", table)

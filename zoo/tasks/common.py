@@ -1,0 +1,60 @@
+"""What several tasks read from a config: the data module of ``data=...``, and the checkpoint of
+``ckpt_path=...`` with the data to analyse it on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from zoo.checkpoint import model_from_checkpoint
+from zoo.data import InMemoryDataModule
+from zoo.errors import UserError
+from zoo.training.instantiate import build
+
+
+def build_datamodule(
+    data_cfg: DictConfig, stage: str = "fit", seed: int | None = None
+) -> InMemoryDataModule:
+    """The data module of ``data_cfg`` set up for ``stage``; ``seed`` (a training run's) is the
+    data's seed unless the config gives one."""
+    spec = OmegaConf.to_container(data_cfg, resolve=True)
+    if seed is not None:
+        spec.setdefault("seed", seed)
+    dm = build(spec, "data")
+    dm.setup(stage)
+    return dm
+
+
+def load_checkpoint_and_data(
+    cfg: DictConfig, task: str, stage: str = "test"
+) -> tuple[nn.Module, dict[str, Any], InMemoryDataModule]:
+    """The model of ``cfg.ckpt_path`` and ``cfg.data`` set up for ``stage``, normalised with the
+    statistics stored with the checkpoint (those of its training split), not recomputed. Shared
+    by every task that analyses one checkpoint.
+
+    Returns ``(model, info, datamodule)``; the model is in eval mode on the CPU.
+    """
+    if not cfg.ckpt_path:
+        raise UserError(f"task={task} needs ckpt_path=PATH (a .ckpt or an exported .safetensors)")
+    model, info = model_from_checkpoint(cfg.ckpt_path)
+    dm = build_datamodule(cfg.data, stage)
+    if info.get("data", {}).get("mean"):
+        dm.mean = torch.tensor(info["data"]["mean"])
+        dm.std = torch.tensor(info["data"]["std"])
+    num_classes = model.num_classes
+    if dm.num_classes != num_classes:
+        raise UserError(
+            f"{info['model']} predicts {num_classes} classes but data={dm.name} has "
+            f"{dm.num_classes}"
+        )
+    in_chans = info["model_kwargs"].get("in_chans", info.get("data", {}).get("in_chans"))
+    if in_chans is not None and dm.in_chans != int(in_chans):
+        raise UserError(
+            f"{cfg.ckpt_path} ({info['model']}) takes {in_chans}-channel images but "
+            f"data={dm.name} has {dm.in_chans} channels; evaluate it on data with {in_chans} "
+            "channels (the data it was trained on)"
+        )
+    return model, info, dm
