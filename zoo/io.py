@@ -3,6 +3,7 @@ and figures on a display-free backend."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -85,12 +86,8 @@ def pyplot():
 
 def atomic_write_figure(path: str | Path, fig, tight: bool = True, dpi: int = 100) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
-    plt.close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)

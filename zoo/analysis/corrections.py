@@ -34,14 +34,21 @@ import copy
 import heapq
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.patches import Rectangle
+from scipy.optimize import linprog
 from torch import nn
 
+from zoo.attacks import pgd
 from zoo.errors import UserError
+from zoo.io import atomic_write_figure, pyplot
 
 PIECEWISE_LINEAR = (
     nn.Linear,
@@ -255,8 +262,6 @@ def _key(pattern: list[torch.Tensor]) -> bytes:
 
 def _solve(rows, rhs, weights, lo, hi):
     """min Σ wᵢ|δᵢ| subject to rows·δ ≤ rhs and lo ≤ δ ≤ hi; the optimal δ or None."""
-    from scipy.optimize import linprog
-
     k = len(weights)
     eye = np.eye(k)
     a_ub = np.vstack(
@@ -276,8 +281,6 @@ def _solve(rows, rhs, weights, lo, hi):
 
 def _extent(rows, rhs, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     """The bounding box of {δ : rows·δ ≤ rhs, lo ≤ δ ≤ hi} (2k LPs)."""
-    from scipy.optimize import linprog
-
     k = len(lo)
     ends = np.empty((2, k))
     for i in range(k):
@@ -636,8 +639,6 @@ def smallest_pgd(
     """The input of class ``target`` found by targeted PGD (:func:`zoo.attacks.pgd`, 50
     steps, L∞ in units of the feature ranges, only ``features`` changed) at the smallest ε a
     bisection on [0, 1] finds; None when ε = 1 fails."""
-    from zoo.attacks import pgd
-
     space = FeatureSpace(model, x, features, lo, hi)
     u0, wanted = space.to_unit(x)[None], torch.tensor([int(target)])
 
@@ -708,46 +709,28 @@ def salient_patch(
     return row, col, height, width
 
 
-def run(cfg) -> dict:
-    """``python evaluate.py task=corrections ckpt_path=PATH [task.index=0] [task.target=7]
-    [task.patch=[row,col,height,width]]``: the minimal stable correction of one test image."""
-    import time
-    from pathlib import Path
+def correct_patch(
+    model: nn.Module,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    target: int,
+    patch: tuple[int, int, int, int],
+    radius: float,
+    max_regions: int = 100,
+) -> tuple[Correction, dict[str, Any], torch.Tensor | None]:
+    """The minimal correction of an image to class ``target`` that changes only the pixels of
+    ``patch`` (row, col, height, width), stable within ``radius`` pixel units, for a model that
+    reads ``x = (pixels - mean) / std`` (C, H, W; ``mean`` and ``std`` of shape (C, 1, 1), pixels
+    in [0, 1]).
 
-    from zoo.checkpoint import load_checkpoint_and_data
-    from zoo.io import atomic_write_json
-
-    task = cfg.task
-    model, info, dm = load_checkpoint_and_data(cfg, "corrections", "test")
-    index = int(task.index)
-    if not 0 <= index < len(dm.test_y):
-        raise UserError(f"task.index={index}: the test split has {len(dm.test_y)} images")
-    pixels = dm.test_x[index].double() / 255  # (C, H, W) in [0, 1]
-    c, h, w = pixels.shape
-    mean = torch.as_tensor(dm.mean, dtype=torch.float64).view(c, 1, 1)
-    std = torch.as_tensor(dm.std, dtype=torch.float64).view(c, 1, 1)
-    x = (pixels - mean) / std
-    with torch.no_grad():
-        logits = model.double()(x[None])[0]
-    predicted = int(logits.argmax())
-    target = int(logits.argsort(descending=True)[1]) if task.target is None else int(task.target)
-    if not 0 <= target < len(logits):
-        raise UserError(f"task.target={task.target}: the model has classes 0..{len(logits) - 1}")
-    if target == predicted:
-        raise UserError(f"test image {index} is already classified as {target}; choose another")
-    if task.patch is None:
-        row, col, ph, pw = salient_patch(model, x, target)
-    else:
-        if len(task.patch) != 4:
-            raise UserError(f"task.patch={list(task.patch)}: give [row, col, height, width]")
-        row, col, ph, pw = (int(v) for v in task.patch)
-    if not (0 <= row and 0 <= col and ph > 0 and pw > 0 and row + ph <= h and col + pw <= w):
-        raise UserError(f"task.patch={[row, col, ph, pw]} does not fit in a {h}x{w} image")
-    if c * ph * pw > int(task.max_pixels):
-        raise UserError(
-            f"task.patch of {c * ph * pw} values: at most task.max_pixels={task.max_pixels} "
-            "(the LP grows with every free pixel)"
-        )
+    Returns the :class:`Correction` (model-input units), its description in pixel units (found,
+    distances, stability, regions, seconds; when found, the region ``A p ≤ b`` over the patch's
+    pixels, the corrected pixels and the model's class for them) and the corrected image in
+    pixels (None when none was found).
+    """
+    c, h, w = x.shape
+    row, col, ph, pw = patch
     grid = torch.arange(c * h * w).view(c, h, w)
     features = grid[:, row : row + ph, col : col + pw].flatten()
     m_f, s_f = mean.expand(c, h, w).flatten()[features], std.expand(c, h, w).flatten()[features]
@@ -757,20 +740,12 @@ def run(cfg) -> dict:
         x,
         target,
         features.tolist(),
-        radius=(float(task.radius) / s_f).numpy(),  # pixel units to model-input units
+        radius=(radius / s_f).numpy(),  # pixel units to model-input units
         bounds=((-m_f / s_f).numpy(), ((1 - m_f) / s_f).numpy()),
-        max_regions=int(task.max_regions),
+        max_regions=max_regions,
     )
     seconds = time.perf_counter() - start
-    summary = {
-        "model": info["model"],
-        "checkpoint": str(cfg.ckpt_path),
-        "index": index,
-        "label": int(dm.test_y[index]),
-        "predicted": predicted,
-        "target": target,
-        "patch": [row, col, ph, pw],
-        "radius_pixels": float(task.radius),
+    described: dict[str, Any] = {
         "found": result.found,
         "distance_pixels_l1": result.distance,
         "nearest_distance_pixels_l1": result.nearest_distance,
@@ -780,47 +755,34 @@ def run(cfg) -> dict:
         "regions_explored": result.regions_explored,
         "seconds": round(seconds, 3),
     }
-    out = Path(cfg.output_dir)
-    if result.found:
-        corrected = (result.x * std + mean).clamp(0, 1)
-        # The region over the patch's pixels p = m + s z: (A / s) p ≤ b + A (m / s).
-        a_pix = result.A / s_f.numpy()
-        b_pix = result.b + result.A @ (m_f / s_f).numpy()
-        summary["region"] = {
-            "variables": [
-                f"pixel[{int(f) // (h * w)},{int(f) % (h * w) // w},{int(f) % w}]" for f in features
-            ],
-            "A": a_pix.tolist(),
-            "b": b_pix.tolist(),
-        }
-        summary["corrected_pixels"] = corrected.flatten()[features].tolist()
-        with torch.no_grad():
-            summary["corrected_prediction"] = int(model(result.x[None].to(x.dtype)).argmax())
-        _plot_image(pixels, corrected, (row, col, ph, pw), summary, out / "corrections.png")
-    atomic_write_json(out / "corrections.json", summary)
-    if result.found:
-        proof = ", minimal: certified" if result.certified else ""
-        print(
-            f"image {index}: class {predicted} -> {target} by changing {len(features)} pixels "
-            f"(patch {[row, col, ph, pw]}), L1 {result.distance:.4f} in pixel units, "
-            f"{'stable' if result.stable else 'not stable'} for radius {task.radius}; region of "
-            f"{len(result.b)} constraints uniting {result.num_regions} activation regions "
-            f"({result.regions_explored} examined{proof}); "
-            f"{seconds:.2f} s; written {out / 'corrections.json'}"
-        )
-    else:
-        print(
-            f"image {index}: no correction to class {target} within the {result.regions_explored} "
-            f"activation regions examined{' (none exists)' if result.certified else ''}"
-        )
-    return summary
+    if not result.found:
+        return result, described, None
+    corrected = (result.x * std + mean).clamp(0, 1)
+    # The region over the patch's pixels p = m + s z: (A / s) p ≤ b + A (m / s).
+    a_pix = result.A / s_f.numpy()
+    b_pix = result.b + result.A @ (m_f / s_f).numpy()
+    described["region"] = {
+        "variables": [
+            f"pixel[{int(f) // (h * w)},{int(f) % (h * w) // w},{int(f) % w}]" for f in features
+        ],
+        "A": a_pix.tolist(),
+        "b": b_pix.tolist(),
+    }
+    described["corrected_pixels"] = corrected.flatten()[features].tolist()
+    with torch.no_grad():
+        described["corrected_prediction"] = int(model(result.x[None].to(x.dtype)).argmax())
+    return result, described, corrected
 
 
-def _plot_image(original, corrected, patch, summary, path) -> None:
-    from matplotlib.patches import Rectangle
-
-    from zoo.io import atomic_write_figure, pyplot
-
+def plot_correction(
+    original: torch.Tensor,
+    corrected: torch.Tensor,
+    patch: tuple[int, int, int, int],
+    summary: dict,
+    path: Path,
+) -> Path:
+    """The original image, the corrected one (pixels in [0, 1]) and their difference, the patch
+    framed; titled with ``summary``'s ``predicted``, ``target`` and ``distance_pixels_l1``."""
     plt = pyplot()
     row, col, ph, pw = patch
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
@@ -837,4 +799,4 @@ def _plot_image(original, corrected, patch, summary, path) -> None:
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.colorbar(shown, ax=axes[2], fraction=0.046)
-    atomic_write_figure(path, fig)
+    return atomic_write_figure(path, fig)

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.analysis.landscape import evaluate, perturbed
+from zoo.io import atomic_write_figure, pyplot
 from zoo.models.base import main_output
 from zoo.modes import eval_mode
 from zoo.stats import mean_stderr, precise_enough
@@ -37,7 +38,7 @@ Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _params(model: nn.Module) -> list[nn.Parameter]:
+def trainable_params(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -70,7 +71,7 @@ def _random(params: list[nn.Parameter], gen: torch.Generator, rademacher: bool) 
 
 def hvp(model: nn.Module, criterion: Criterion, batches: Iterable, vector: Vector) -> Vector:
     """``H v`` of the mean loss over ``batches`` (each weighted by its size)."""
-    params = _params(model)
+    params = trainable_params(model)
     total = [torch.zeros_like(p) for p in params]
     n = 0
     with eval_mode(model):
@@ -103,7 +104,7 @@ def top_eigenvalues(
     Stops an eigenvalue when it changes by less than ``tol`` relative between iterations.
     """
     batches = list(batches)
-    params = _params(model)
+    params = trainable_params(model)
     gen = torch.Generator().manual_seed(seed)
     values: list[float] = []
     vectors: list[Vector] = []
@@ -138,7 +139,7 @@ def trace_samples(
     standard error is at most ``rtol`` × |mean| after at least ``min_iter`` probes, or
     ``max_iter`` probes (:func:`zoo.stats.precise_enough`)."""
     batches = list(batches)
-    params = _params(model)
+    params = trainable_params(model)
     gen = torch.Generator().manual_seed(seed)
     samples: list[float] = []
     while len(samples) < max_iter and not precise_enough(samples, rtol, min_iter):
@@ -175,7 +176,7 @@ def lanczos_runs(
     """Stochastic Lanczos quadrature, one run per random start: Ritz values (nodes) and weights
     summing to 1 (Ghorbani et al. 2019, Sec. 3)."""
     batches = list(batches)
-    params = _params(model)
+    params = trainable_params(model)
     dim = sum(p.numel() for p in params)
     gen = torch.Generator().manual_seed(seed)
     runs = []
@@ -271,77 +272,25 @@ def loss_along(
     return losses
 
 
-def run(cfg) -> dict:
-    """``python evaluate.py task=hessian ckpt_path=PATH [task.k=3] [task.num_images=1000]``."""
-    from pathlib import Path
-
-    from zoo.analysis.landscape import fixed_batches
-    from zoo.checkpoint import load_checkpoint_and_data
-    from zoo.errors import UserError
-    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
-
-    task = cfg.task
-    counts = {k: int(task[k]) for k in ("k", "max_iter", "trace_max_iter", "slq_runs")}
-    if min(counts.values()) < 1 or int(task.min_probes) < 2 or float(task.rtol) <= 0:
-        raise UserError(
-            f"task settings {counts} must be >= 1, task.min_probes={task.min_probes} >= 2 and "
-            f"task.rtol={task.rtol} > 0"
-        )
-    model, info, dm = load_checkpoint_and_data(cfg, "hessian", "fit")
-    batches = fixed_batches(dm, task.num_images, int(task.batch_size), split=task.split)
-    criterion = F.cross_entropy
-    seed = int(cfg.seed)
-    eigenvalues, eigenvectors = top_eigenvalues(
-        model, criterion, batches, int(task.k), int(task.max_iter), float(task.tol), seed
-    )
-    probes = trace_samples(
-        model,
-        criterion,
-        batches,
-        int(task.trace_max_iter),
-        float(task.rtol),
-        int(task.min_probes),
-        seed,
-    )
-    tr, tr_stderr = mean_stderr(probes)
-    runs = lanczos_runs(model, criterion, batches, int(task.lanczos_iter), int(task.slq_runs), seed)
-    dim = sum(p.numel() for p in _params(model))
-    spread = slq_spread(runs, dim)
-    epsilons = torch.linspace(-task.eps_range, task.eps_range, 41).tolist()
-    along = loss_along(model, criterion, batches, eigenvectors[0], epsilons)
-    settings = ("k", "max_iter", "tol", "trace_max_iter", "rtol", "min_probes")
-    result = {
-        "model": info["model"],
-        "checkpoint": str(cfg.ckpt_path),
-        "num_images": sum(len(y) for _, y in batches),
-        "seed": seed,
-        "top_eigenvalues": eigenvalues,
-        "trace": {
-            "mean": tr,
-            "stderr": tr_stderr,
-            "probes": len(probes),
-            "reached_rtol": tr_stderr <= float(task.rtol) * abs(tr),
-        },
-        "density": {
-            "runs": [{"nodes": n, "weights": w} for n, w in runs],
-            "spread": spread,
-        },
-        "loss_along_top_eigenvector": {"epsilon": epsilons, "loss": along},
-        "settings": {k: task[k] for k in (*settings, "lanczos_iter", "slq_runs", "split")},
-    }
-    out = Path(cfg.output_dir)
-    atomic_write_json(out / "hessian.json", result)
-
+def plot_loss_along(
+    epsilons: Sequence[float], losses: Sequence[float], eigenvalue: float, path: Path
+) -> Path:
+    """The loss along the top eigenvector (:func:`loss_along`) against ε."""
     plt = pyplot()
-
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    ax.plot(epsilons, along, "b.-")
+    ax.plot(epsilons, losses, "b.-")
     ax.set(
         xlabel="ε along the top eigenvector",
         ylabel="train loss",
-        title=f"λ₁ = {eigenvalues[0]:.3g}",
+        title=f"λ₁ = {eigenvalue:.3g}",
     )
-    atomic_write_figure(out / "loss_along_top_eigenvector.png", fig)
+    return atomic_write_figure(path, fig)
+
+
+def plot_density(runs: Sequence[tuple[Sequence[float], Sequence[float]]], path: Path) -> Path:
+    """The smoothed SLQ density of :func:`lanczos_runs` (log scale): the mean over the random
+    starts with a band of ± its standard error."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     lo = min(min(n) for n, _ in runs)
     hi = max(max(n) for n, _ in runs)
@@ -353,13 +302,4 @@ def run(cfg) -> dict:
     ax.fill_between(grid, (mean - band).clamp_min(1e-12), mean + band + 1e-12, alpha=0.3)
     ax.semilogy(grid, mean + 1e-12)
     ax.set(xlabel="eigenvalue", ylabel="density (SLQ)", title=f"mean ± s.e. of {len(runs)} starts")
-    atomic_write_figure(out / "density.png", fig)
-    flag = "" if result["trace"]["reached_rtol"] else f" (max {task.trace_max_iter} probes reached)"
-    slq = spread["trace"]
-    print(
-        f"top eigenvalues {[round(e, 4) for e in eigenvalues]}\n"
-        f"trace (Hutchinson) {tr:.4g} ± {tr_stderr:.2g} (s.e., {len(probes)} probes){flag}\n"
-        f"trace (SLQ) {slq['mean']:.4g} ± {slq['stderr']:.2g} (s.e., {len(runs)} starts); "
-        f"written {out / 'hessian.json'}"
-    )
-    return result
+    return atomic_write_figure(path, fig)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.io import atomic_write_figure, pyplot
 from zoo.modes import eval_mode
 from zoo.stats import Proportion
 
@@ -49,51 +51,13 @@ def robust_accuracy(
     return result
 
 
-def run(cfg) -> dict[str, Any]:
-    """``python evaluate.py task=robustness ckpt_path=PATH [task.attack=pgd|fgsm]``."""
-    from pathlib import Path
-
-    from zoo.analysis.landscape import fixed_batches
-    from zoo.checkpoint import load_checkpoint_and_data
-    from zoo.io import atomic_write_figure, atomic_write_json, pyplot
-
-    task = cfg.task
-    model, info, dm = load_checkpoint_and_data(cfg, "robustness", "test")
-    batches = fixed_batches(dm, task.num_images, int(task.batch_size), split="test")
-    epsilons = [float(e) for e in task.epsilons]
-    kwargs: dict[str, Any] = {"mean": dm.mean, "std": dm.std}
-    if task.attack == "pgd":
-        kwargs.update(steps=int(task.steps), step_size=task.step_size)
-    accuracy = robust_accuracy(model, batches, epsilons, task.attack, int(cfg.seed), **kwargs)
-    result = {
-        "model": info["model"],
-        "checkpoint": str(cfg.ckpt_path),
-        "attack": task.attack,
-        "steps": int(task.steps) if task.attack == "pgd" else 1,
-        "step_size": task.step_size,
-        "num_images": sum(len(y) for _, y in batches),
-        "seed": int(cfg.seed),
-        "accuracy": {str(k): p.value for k, p in accuracy.items()},
-        "correct": {str(k): p.successes for k, p in accuracy.items()},
-        "ci95": {str(k): list(p.interval()) for k, p in accuracy.items()},
-    }
-    out = Path(cfg.output_dir)
-    atomic_write_json(out / "robustness.json", result)
-
+def plot(accuracy: dict[float, Proportion], title: str, path: Path) -> Path:
+    """Top-1 against ε (:func:`robust_accuracy`'s result) with 95 % Wilson intervals."""
     plt = pyplot()
-
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     values = [100 * p.value for p in accuracy.values()]
     bars = [[100 * (p.value - p.interval()[0]) for p in accuracy.values()]]
     bars.append([100 * (p.interval()[1] - p.value) for p in accuracy.values()])
     ax.errorbar(list(accuracy), values, yerr=bars, fmt="o-", capsize=3)
-    title = f"{info['model']}: {task.attack} (95 % Wilson CI, {result['num_images']} images)"
     ax.set(xlabel="ε (pixel units, L∞)", ylabel="top-1 (%)", title=title)
-    atomic_write_figure(out / "robustness.png", fig)
-    for eps, p in accuracy.items():
-        lo, hi = p.interval()
-        print(
-            f"  eps {eps:<6g} top-1 {100 * p.value:.2f}% "
-            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%, {p.successes}/{p.trials})"
-        )
-    return result
+    return atomic_write_figure(path, fig)

@@ -1,1 +1,2 @@
-"""Evaluation tasks behind ``evaluate.py``: ``task=eval`` (metrics of one checkpoint)."""
+"""Measuring trained and untrained models: test-set metrics, comparison tables, benchmarks
+against torchvision/timm and gradient checks. The commands behind them are in :mod:`zoo.tasks`."""

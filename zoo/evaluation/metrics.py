@@ -1,12 +1,9 @@
-"""``python evaluate.py ckpt_path=PATH [data=...] [task.tta=flip]``: metrics of one checkpoint.
+"""The metrics of one classifier on a test set (``python evaluate.py ckpt_path=PATH``).
 
 Top-1, top-5, loss, per-class precision/recall/F1 (torchmetrics), the confusion matrix (PNG),
 calibration (expected calibration error and a reliability diagram PNG), the most confidently wrong
 test images with their true and predicted labels (``worst_errors.png``, the debugging aid of
 Goodfellow et al. 2016, Sec. 11.5) and optional test-time augmentation (:mod:`zoo.data.tta`).
-Prints a table and writes ``eval.json`` in the output directory. Takes Lightning checkpoints and
-exported ``.safetensors`` files alike. The data are normalised with the statistics stored with
-the checkpoint (those of its training split), not recomputed.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -28,9 +24,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from zoo.checkpoint import load_checkpoint_and_data
 from zoo.data.tta import check_tta, tta_logits
-from zoo.io import atomic_write_figure, atomic_write_json, pyplot
+from zoo.io import atomic_write_figure, pyplot
 
 
 @torch.no_grad()
@@ -152,14 +147,15 @@ def worst_errors_figure(
     return fig
 
 
-def _plots(result: dict[str, Any], out: Path) -> None:
+def plot_metrics(result: dict[str, Any], out: Path) -> list[Path]:
+    """``confusion_matrix.png`` and ``reliability.png`` of :func:`evaluate_model`'s result."""
     plt = pyplot()
     cm = torch.tensor(result["confusion_matrix"], dtype=torch.float)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     im = ax.imshow(cm / cm.sum(1, keepdim=True).clamp_min(1), cmap="Blues", vmin=0, vmax=1)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax)
-    atomic_write_figure(out / "confusion_matrix.png", fig)
+    written = [atomic_write_figure(out / "confusion_matrix.png", fig)]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     bins = [b for b in result["reliability_bins"] if b["count"]]
     ax.bar(
@@ -172,38 +168,5 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", title=f"reliability (ECE {result['ece']:.3f})")
     ax.legend()
-    atomic_write_figure(out / "reliability.png", fig)
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    model, info, dm = load_checkpoint_and_data(cfg, "eval")
-    num_classes = model.num_classes
-    result = evaluate_model(
-        model, dm.test_dataloader(), num_classes, tta=cfg.task.tta, worst=cfg.task.worst_errors
-    )
-    result = {
-        "model": info["model"],
-        "checkpoint": str(cfg.ckpt_path),
-        "dataset": dm.name,
-        "classes": list(dm.classes),
-        **result,
-    }
-    out = Path(cfg.output_dir)
-    atomic_write_json(out / "eval.json", result)
-    _plots(result, out)
-    figure = worst_errors_figure(dm.test_x, result["worst_errors"], dm.classes)
-    atomic_write_figure(out / "worst_errors.png", figure)
-    rows = [
-        ("model", result["model"]),
-        ("dataset", dm.name),
-        ("images", result["num_images"]),
-        ("top-1", f"{100 * result['acc1']:.2f}%"),
-        ("top-5", f"{100 * result['acc5']:.2f}%"),
-        ("loss", f"{result['loss']:.4f}"),
-        ("ECE", f"{result['ece']:.4f}"),
-        ("macro F1", f"{sum(result['per_class']['f1']) / num_classes:.4f}"),
-        ("TTA", result["tta"] or "none"),
-        ("written", str(out / "eval.json")),
-    ]
-    print("\n".join(f"  {k:<9} {v}" for k, v in rows))
-    return result
+    written.append(atomic_write_figure(out / "reliability.png", fig))
+    return written

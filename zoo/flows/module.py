@@ -2,12 +2,13 @@
 
 ``python train.py experiment=cnf_moons`` builds this module from ``lightning_module=cnf``
 (conf/lightning_module/cnf.yaml) instead of the classifier: same optimizer and schedule groups,
-training clock, checkpoints, resume and ``results.json``. The loss is the negative log-likelihood of the batch
-(nats per point) for 2-D points; for images it is bits per dimension as in FFJORD (Grathwohl et al.
-2019, §4.2): 8-bit pixels are dequantized with uniform noise, x = (k + u)/256, mapped to logit
-space (α = 1e-6), and bits/dim = −(log p(x) − D·log 256) / (D·log 2). Validation and test report
-``nll`` (nats per sample) and, for images, ``bits_per_dim``, with the forward NFE of evaluation.
-The best checkpoint's test run writes the figures (``zoo.flows.plots``) into ``plots_dir``.
+training clock, checkpoints, resume and ``results.json``. The loss is the negative log-likelihood
+of the batch (nats per point) for 2-D points; for images it is bits per dimension as in FFJORD
+(Grathwohl et al. 2019, §4.2): 8-bit pixels are dequantized with uniform noise, x = (k + u)/256,
+mapped to logit space (α = 1e-6), and bits/dim = −(log p(x) − D·log 256) / (D·log 2). Validation
+and test report ``nll`` (nats per sample) and, for images, ``bits_per_dim``, with the forward NFE
+of evaluation. The best checkpoint's test run writes the figures (``zoo.flows.plots``) into
+``plots_dir``.
 """
 
 from __future__ import annotations

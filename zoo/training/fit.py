@@ -143,9 +143,7 @@ def ctrl_c_stops_like_sigterm() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def fit(
-    trainer: pl.Trainer, module: pl.LightningModule, dm, resume: str | None, out: Path
-) -> None:
+def fit(trainer: pl.Trainer, module: pl.LightningModule, dm, resume: str | None, out: Path) -> None:
     try:  # weights_only: a checkpoint file can never run code
         with ctrl_c_stops_like_sigterm() as received:
             trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
