@@ -1,4 +1,4 @@
-"""``python evaluate.py task=benchmark models=[resnet18,...] against=torchvision|timm``.
+"""Zoo models side by side with torchvision's or timm's (``python evaluate.py task=benchmark``).
 
 Each zoo model and the reference implementation of the same architecture are measured in one
 process, with the same threads, batch, input size and initial weights' shapes: training-step
@@ -13,8 +13,7 @@ before the first step: gradients, optimizer state, activations and workspace.
 ``task.variants`` adds rows for zoo variants against the same reference: ``fast``
 (:func:`zoo.fast.optimize`: channels_last and exact convolution rewrites), ``channels_last``,
 ``memory_efficient`` (builders that accept it) and ``compile`` (``torch.compile``). Ratios are
-zoo / reference (higher is better for images/s, lower for memory). Writes ``benchmark.json`` and
-``benchmark.md``.
+zoo / reference (higher is better for images/s, lower for memory).
 """
 
 from __future__ import annotations
@@ -30,14 +29,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import zoo
 from zoo.errors import UserError
-from zoo.evaluation.tables import format_cell, markdown_table
+from zoo.evaluation.tables import format_cell
 from zoo.fast import optimize, to_fast_input
-from zoo.io import atomic_write_json, atomic_write_text
 from zoo.models.base import main_output
 from zoo.profiling import status_mib
 from zoo.registry import count_params, get_model_entry
@@ -276,51 +273,6 @@ def machine() -> str:
         if line.startswith("model name"):
             return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
     return f"CPU ({os.cpu_count()} cores)"
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    if not cfg.models:
-        raise UserError("task=benchmark needs models=[name,...] (e.g. models=[resnet18])")
-    against = cfg.against or "torchvision"
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    task = cfg.task
-    size = tuple(int(v) for v in task.input_size)
-    if len(size) != 3:
-        raise UserError(f"task.input_size={list(size)}: give [channels, height, width]")
-    rows = benchmark(
-        list(cfg.models),
-        against,
-        list(task.variants),
-        size,  # type: ignore[arg-type]
-        int(task.batch),
-        int(task.num_classes),
-        int(task.warmup),
-        int(task.repeats),
-        device=cfg.device,
-        memory=bool(task.memory),
-    )
-    device = "cuda" if cfg.device == "cuda" else "cpu"
-    header = (
-        f"### {against}, input {'×'.join(map(str, size))}, batch {task.batch}, fp32, "
-        f"{torch.get_num_threads()} threads, {machine()} ({device}), {time.strftime('%Y-%m-%d')}"
-    )
-    result = {
-        "against": against,
-        "device": device,
-        "machine": machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "settings": OmegaConf.to_container(task, resolve=True),
-        "rows": rows,
-    }
-    out = Path(cfg.output_dir)
-    atomic_write_json(out / "benchmark.json", result)
-    markdown = markdown_table(rows, MD_COLUMNS, header, missing="–")
-    atomic_write_text(out / "benchmark.md", markdown)
-    print(markdown)
-    return result
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--memory":

@@ -1,6 +1,6 @@
-"""``python evaluate.py task=compare models=[lenet5,resnet20,...] [runs=[dir,...]|'runs/**']``.
+"""The comparison table of zoo models (``python evaluate.py task=compare``).
 
-One table per input size (``task.input_sizes``, all measured in one call): family, parameters,
+One table per input size (all measured in one call): family, parameters,
 MACs and the papers' FLOPs (2 × MACs), training memory at a stated batch (bytes autograd saves for
 backward), inference and training throughput (images/s, warm-up then the median of repeats, the
 same threads for every model, all in one run) and, from training runs (``results.json``), test
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 import zoo
 from zoo.complexity import count_macs
@@ -250,37 +249,14 @@ def plot_curves(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def _input_sizes(task: DictConfig) -> list[tuple[int, int, int]]:
-    sizes = [tuple(int(v) for v in size) for size in task.input_sizes]
-    bad = [list(size) for size in sizes if len(size) != 3 or min(size) < 1]
-    if not sizes or bad:
-        raise UserError(
-            f"task.input_sizes={[list(x) for x in sizes]}: give a list of [C, H, W], "
-            "e.g. task.input_sizes=[[1,28,28],[3,32,32]]"
-        )
-    return sizes  # type: ignore[return-value]
-
-
-def run(cfg: DictConfig) -> list[dict]:
-    """One table per input size (sections of the same files); rows of every size returned."""
-    models = list(cfg.models) or list(cfg.task.default_models)
-    unknown = [m for m in models if not zoo.is_model(m)]
-    if unknown:
-        raise UserError(f"unknown model(s) {unknown}; see zoo.list_models()")
-    sizes = _input_sizes(cfg.task)
-    torch.manual_seed(0)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    runs = collect_runs(list(cfg.runs)) if cfg.runs else {}
-    tables = []
-    for size in sizes:
-        rows = [measure(m, size, cfg.task.batch, cfg.task.repeats) for m in models]
-        tables.append(build_table(rows, runs))
-    out = Path(cfg.output_dir)
+def write_comparison(tables: list[list[dict]], batch: int, out: Path) -> str:
+    """One table per input size (sections of the same files) into ``out``: ``comparison.md``
+    (between its markers), ``.csv``, ``.tex``, ``.png`` and ``comparison_curves.png``. Returns
+    the Markdown."""
     sections, latex = [], []
     for rows in tables:
         header = (
-            f"### Input {rows[0]['input']} — batch {cfg.task.batch}, {torch.get_num_threads()} "
+            f"### Input {rows[0]['input']} — batch {batch}, {torch.get_num_threads()} "
             f"threads, fp32, {time.strftime('%Y-%m-%d')}"
         )
         sections.append(to_markdown(rows, header))
@@ -296,5 +272,4 @@ def run(cfg: DictConfig) -> list[dict]:
     plot_curves(tables[0], out / "comparison_curves.png")
     atomic_write_text(out / "comparison.tex", "\n".join(latex))
     plot(tables[0], out / "comparison.png")
-    print(markdown)
-    return all_rows
+    return markdown

@@ -1,4 +1,4 @@
-"""``python evaluate.py task=gradcheck model=NAME``: are the model's gradients right?
+"""Are a model's gradients right? (``python evaluate.py task=gradcheck model=NAME``)
 
 The gradient check of Goodfellow, Bengio & Courville (2016, §11.5): autograd's gradients against
 centred finite differences ``(f(θ + ε) - f(θ - ε)) / 2ε`` in float64 on a tiny input, for every
@@ -47,12 +47,10 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import accumulate
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.autograd.gradcheck import GradcheckError, gradcheck
 from torch.overrides import TorchFunctionMode
@@ -60,10 +58,8 @@ from torch.overrides import TorchFunctionMode
 from zoo.errors import UserError
 from zoo.evaluation.tables import markdown_table
 from zoo.factory import create_model
-from zoo.io import atomic_write_json
 from zoo.registry import get_model_entry
 from zoo.training.debug import set_dropout
-from zoo.training.run import RESERVED_MODEL_KEYS
 
 # The smallest step of a re-measurement: below it float64 roundoff (1e-16 of the output, amplified
 # by the gradient) dominates the difference.
@@ -420,19 +416,10 @@ def _torch_gradcheck(
 
 
 def build_float64_model(
-    model_cfg: DictConfig, ode_solver: str = "rk4", ode_step: float = 0.001
+    name: str, kwargs: dict[str, Any], ode_solver: str = "rk4", ode_step: float = 0.001
 ) -> nn.Module:
-    """The model of ``model=NAME`` in float64 and train mode, dropout off, ODE blocks on a fixed
-    grid (``ode_solver`` with ``ode_step``)."""
-    name = model_cfg.name
-    kwargs = {
-        k: v
-        for k, v in OmegaConf.to_container(model_cfg, resolve=True).items()
-        if k not in RESERVED_MODEL_KEYS
-    }
-    for key in ("in_chans", "num_classes"):
-        if model_cfg.get(key):
-            kwargs[key] = int(model_cfg[key])
+    """``create_model(name, **kwargs)`` in float64 and train mode, dropout off, ODE blocks on a
+    fixed grid (``ode_solver`` with ``ode_step``)."""
     try:
         entry = get_model_entry(name)
         kwargs = set_dropout(name, kwargs, 0.0)
@@ -442,50 +429,6 @@ def build_float64_model(
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
     return model.double().train()
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """``python evaluate.py task=gradcheck model=NAME [task.image_size=16] [task.samples=4]``."""
-    task = cfg.task
-    if int(task.samples) < 1 or int(task.batch_size) < 1 or not 0 < float(task.eps) < 1e-2:
-        raise UserError(
-            f"task.samples={task.samples} and task.batch_size={task.batch_size} must be >= 1 "
-            f"and task.eps={task.eps} in (0, 0.01)"
-        )
-    torch.manual_seed(int(cfg.seed))
-    model = build_float64_model(cfg.model, str(task.ode_solver), float(task.ode_step))
-    in_chans = int(cfg.model.get("in_chans") or get_model_entry(cfg.model.name).cfg.input_size[0])
-    size = task.image_size or get_model_entry(cfg.model.name).cfg.input_size[1]
-    shape = (int(task.batch_size), in_chans, int(size), int(size))
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(int(cfg.seed)))
-    try:
-        report = check_gradients(
-            model,
-            x.double(),
-            samples=int(task.samples),
-            eps=float(task.eps),
-            atol=float(task.atol),
-            rtol=float(task.rtol),
-            seed=int(cfg.seed),
-        )
-    except (RuntimeError, ValueError) as err:  # an input too small for the model's downsampling
-        raise UserError(
-            f"{cfg.model.name} cannot run on a {list(shape)} input ({str(err).splitlines()[0]}); "
-            "use a larger task.image_size or task.batch_size"
-        ) from None
-    report = {
-        "model": cfg.model.name,
-        "input_shape": list(shape),
-        "dtype": "float64",
-        **{k: float(task[k]) for k in ("eps", "atol", "rtol")},
-        "samples": int(task.samples),
-        **report,
-    }
-    out = Path(cfg.output_dir)
-    atomic_write_json(out / "gradcheck.json", report)
-    print(format_report(report))
-    print(f"wrote {out / 'gradcheck.json'}")
-    return report
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -1,14 +1,17 @@
-"""The measurements of docs/corrections.md: minimal stable corrections over 100 test inputs,
-against targeted PGD restricted to the same features.
+"""The measurements of docs/corrections.md: minimal stable corrections over many test inputs,
+against targeted PGD restricted to the same features
+(:func:`zoo.analysis.corrections.correct_many`).
 
-``python -m zoo.analysis.corrections_study tabular --out docs/corrections`` — a small ReLU MLP on
-scikit-learn's breast-cancer data (Wolberg et al., UCI; 30 features scaled to [0, 1]), corrected
-over two features like the paper's loan decisions (Zhang et al. 2018, Sec. 5.1), with a 2-D plot
-of one correction. Needs the ``examples`` extra (scikit-learn).
+``python evaluate.py task=corrections_study task.part=tabular output_dir=docs/corrections`` — a
+small ReLU MLP on scikit-learn's breast-cancer data (Wolberg et al., UCI; 30 features scaled to
+[0, 1]), corrected over two features like the paper's loan decisions (Zhang et al. 2018, Sec.
+5.1), with a 2-D plot of one correction. Needs the ``examples`` extra (scikit-learn).
 
-``python -m zoo.analysis.corrections_study images --ckpt weights/lenet5_fmnist.safetensors
---out docs/corrections`` — the published LeNet-5 (ReLU, max-pooling) on Fashion-MNIST test
-images: the runner-up class as target, 20 free pixels (the 4×5 window of largest gradient).
+``python evaluate.py task=corrections_study task.part=images
+ckpt_path=weights/lenet5_fmnist.safetensors task.first=0 task.n=25 output_dir=docs/corrections``
+— the published LeNet-5 (ReLU, max-pooling) on Fashion-MNIST test images (``data=``): the
+runner-up class as target, 20 free pixels (the 4×5 window of largest gradient), in chunks that
+``task.part=merge-images`` pools into ``images.json``.
 
 For each input: success, time, the weighted L1 distance (feature-range units, i.e. pixel units for
 images) of the correction and of the smallest-ε targeted PGD point found by bisection, and whether
@@ -18,95 +21,52 @@ minimum can never be larger).
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.patches import Rectangle
+from omegaconf import DictConfig
 from torch import nn
 
 from zoo.analysis.corrections import (
     FeatureSpace,
+    correct_many,
     minimal_correction,
     salient_patch,
-    smallest_pgd,
+    summarize,
 )
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json, pyplot
 from zoo.profiling import gemm_gflops
+from zoo.tasks.common import load_checkpoint_and_data
+
+PARTS = ("tabular", "images", "merge-images")
 
 
-def correct_many(model, inputs, targets, features_of, lo_of, hi_of, radius_of, max_regions):
-    """One row per input: the correction's outcome and PGD's."""
-    rows = []
-    for i, (x, target) in enumerate(zip(inputs, targets, strict=True)):
-        features, lo, hi = features_of(i), lo_of(i), hi_of(i)
-        start = time.perf_counter()
-        result = minimal_correction(
-            model, x, target, features, radius_of(i), (lo, hi), max_regions=max_regions
-        )
-        seconds = time.perf_counter() - start
-        weights = 1.0 / (np.asarray(hi, float) - np.asarray(lo, float))
-        adversarial = smallest_pgd(model, x, target, features, lo, hi)
-        pgd_distance = None
-        in_explored = False
-        if adversarial is not None:
-            delta = (adversarial - x).flatten()[features].numpy()
-            pgd_distance = float(np.sum(weights * np.abs(delta)))
-            z = adversarial.flatten()[features].double().numpy()
-            in_explored = any(np.all(a @ z <= b + 1e-6) for a, b in result.pieces)
-        rows.append(
-            {
-                "input": i,
-                "target": int(target),
-                "found": result.found,
-                "stable": result.stable,
-                "certified": result.certified,
-                "distance": result.distance,
-                "nearest_distance": result.nearest_distance,
-                "regions_explored": result.regions_explored,
-                "num_regions": result.num_regions,
-                "seconds": seconds,
-                "pgd_distance": pgd_distance,
-                "pgd_in_explored_regions": in_explored,
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
-
-
-def summarize(rows: list[dict]) -> dict:
-    found = [r for r in rows if r["found"]]
-    both = [r for r in found if r["pgd_distance"] is not None]
-    inside = [r for r in both if r["pgd_in_explored_regions"]]
-    return {
-        "inputs": len(rows),
-        "found": len(found),
-        "stable": sum(r["stable"] for r in found),
-        "certified_minimal": sum(r["certified"] for r in found),
-        "pgd_found": sum(r["pgd_distance"] is not None for r in rows),
-        "seconds_median": statistics.median(r["seconds"] for r in rows),
-        "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
-        "seconds_max": max(r["seconds"] for r in rows),
-        "distance_median": statistics.median(r["distance"] for r in found) if found else None,
-        "nearest_median": statistics.median(r["nearest_distance"] for r in found)
-        if found
-        else None,
-        "pgd_distance_median": statistics.median(r["pgd_distance"] for r in both) if both else None,
-        "lp_nearest_below_pgd": sum(
-            r["nearest_distance"] <= r["pgd_distance"] + 1e-9 for r in both
-        ),
-        "both_found": len(both),
-        "pgd_in_explored_regions": len(inside),
-        "lp_above_pgd_inside_explored": sum(
-            r["nearest_distance"] > r["pgd_distance"] + 1e-9 for r in inside
-        ),
-    }
+def run(cfg: DictConfig) -> dict[str, Any]:
+    part, n, out = cfg.task.part, int(cfg.task.n), Path(cfg.output_dir)
+    if part not in PARTS:
+        raise UserError(f"task.part={part!r}: use one of {', '.join(PARTS)}")
+    if n < 1:
+        raise UserError(f"task.n={n}: correct at least one input")
+    stamp = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads()}
+    stamp["gemm_gflops"] = round(gemm_gflops(), 1)
+    if part == "tabular":
+        summary = tabular(out, stamp, n)
+    elif part == "images":
+        model, info, dm = load_checkpoint_and_data(cfg, "corrections_study", "test")
+        pixels = dm.test_x[int(cfg.task.first) : int(cfg.task.first) + n]
+        source = f"{info['model']} {cfg.ckpt_path}"
+        summary = images(model, info, source, pixels, out, stamp, int(cfg.task.first))
+    else:
+        summary = merge_images(out)
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 # --- tabular ------------------------------------------------------------------------------------
@@ -170,17 +130,17 @@ def tabular(out: Path, stamp: dict, n: int = 100, radius: float = 0.02) -> dict:
         **stamp,
         **summarize(rows),
     }
-    shown = [i for i, r in enumerate(rows) if r["found"] and r["stable"] and r["num_regions"] > 1]
-    example = min(shown, key=lambda i: rows[i]["distance"])  # a correction near the boundary
-    _plot_tabular(model, inputs[example], targets[example], features, radius, classes, out)
-    summary["plotted_input"] = example
+    stable = [i for i, r in enumerate(rows) if r["found"] and r["stable"]]
+    shown = [i for i in stable if rows[i]["num_regions"] > 1] or stable
+    if shown:  # a correction near the boundary, across regions where there is one
+        example = min(shown, key=lambda i: rows[i]["distance"])
+        _plot_tabular(model, inputs[example], targets[example], features, radius, classes, out)
+        summary["plotted_input"] = example
     atomic_write_json(out / "tabular.json", {"summary": summary, "rows": rows})
     return summary
 
 
 def _plot_tabular(model, x, target, features, radius, classes, out: Path) -> None:
-    from matplotlib.patches import Rectangle
-
     plt = pyplot()
 
     lo = np.minimum(0.0, x[features].numpy())
@@ -222,25 +182,27 @@ IMAGE_REGIONS = 30  # activation regions per image (each LP has ~1,000 rows over
 
 
 def images(
-    ckpt: str, out: Path, stamp: dict, first: int = 0, n: int = 100, radius: float = 0.002
+    model: nn.Module,
+    info: dict[str, Any],
+    source: str,
+    pixels: torch.Tensor,
+    out: Path,
+    stamp: dict,
+    first: int = 0,
+    radius: float = 0.002,
 ) -> dict:
-    import gzip
-
-    from zoo.checkpoint import model_from_checkpoint
-
-    model, info = model_from_checkpoint(ckpt)
+    """Corrections of the test images ``pixels`` (uint8, N×1×H×W; the first is test image
+    ``first``) into ``images_FIRST-LAST.json``."""
     model = model.double().eval()
     mean, std = info["data"]["mean"][0], info["data"]["std"][0]
-    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
-        pixels = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    pixels = pixels[first : first + n]
-    inputs = [(torch.tensor(p / 255.0) - mean) / std for p in pixels]
+    n, width = len(pixels), pixels.shape[-1]
+    inputs = [(p.double() / 255.0 - mean) / std for p in pixels]
     with torch.no_grad():
         logits = model(torch.stack(inputs))
     targets = logits.argsort(1, descending=True)[:, 1].tolist()
     patches = [salient_patch(model, x, t) for x, t in zip(inputs, targets, strict=True)]
     features = [
-        [(r + a) * 28 + c + b for a in range(h) for b in range(w)] for r, c, h, w in patches
+        [(r + a) * width + c + b for a in range(h) for b in range(w)] for r, c, h, w in patches
     ]
     lo, hi = (0 - mean) / std, (1 - mean) / std
     rows = correct_many(
@@ -258,7 +220,7 @@ def images(
         row["patch"] = list(patch)
     path = out / f"images_{first}-{first + n - 1}.json"
     summary = {
-        "model": f"{info['model']} {ckpt}",
+        "model": source,
         "inputs": f"Fashion-MNIST test images {first}-{first + n - 1}, target = runner-up class",
         "radius_pixels": radius,
         "max_regions": IMAGE_REGIONS,
@@ -285,31 +247,3 @@ def merge_images(out: Path) -> dict:
     }
     atomic_write_json(out / "images.json", {"summary": summary, "rows": rows})
     return summary
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["tabular", "images", "merge-images"])
-    parser.add_argument("--out", default="docs/corrections")
-    parser.add_argument("--ckpt", default="weights/lenet5_fmnist.safetensors")
-    parser.add_argument("-n", type=int, default=100)
-    parser.add_argument("--first", type=int, default=0, help="images: the first test image")
-    args = parser.parse_args()
-    out = Path(args.out)
-    stamp = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads()}
-    stamp["gemm_gflops"] = round(gemm_gflops(), 1)
-    try:
-        if args.which == "tabular":
-            summary = tabular(out, stamp, args.n)
-        elif args.which == "images":
-            summary = images(args.ckpt, out, stamp, args.first, args.n)
-        else:
-            summary = merge_images(out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()
