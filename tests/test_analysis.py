@@ -15,6 +15,9 @@ from torch import nn
 from zoo import attacks, stats
 from zoo.analysis import hessian, landscape, robustness
 from zoo.errors import UserError
+from zoo.tasks import hessian as hessian_task
+from zoo.tasks import landscape as landscape_task
+from zoo.tasks import robustness as robustness_task
 
 
 def tiny_cnn() -> nn.Module:
@@ -341,7 +344,7 @@ def _task_cfg(checkpoint: str, out: Path, task: str, extra: list[str]):
 
 def test_landscape_task(tmp_path: Path, checkpoint: str) -> None:
     cfg = _task_cfg(checkpoint, tmp_path, "landscape", ["task.grid=-1:1:3", "task.num_images=32"])
-    summary = landscape.run(cfg)
+    summary = landscape_task.run(cfg)
     for name in ("landscape.npz", "landscape.json", "landscape_contour.png", "landscape_3d.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert summary["loss_min"] <= summary["loss_at_origin"] <= summary["loss_max"]
@@ -354,7 +357,7 @@ def test_landscape_task(tmp_path: Path, checkpoint: str) -> None:
         "landscape",
         ["task.grid=-1:1:3", "task.num_images=32", "task.repeats=3", "seed=0"],
     )
-    repeated = landscape.run(cfg)  # the first draw is reused from landscape.npz
+    repeated = landscape_task.run(cfg)  # the first draw is reused from landscape.npz
     assert [r["direction_seeds"] for r in repeated["repeats"]] == [[0, 1], [2, 3], [4, 5]]
     assert repeated["loss_max"] == summary["loss_max"]
     maxima = [r["loss_max"] for r in repeated["repeats"]]
@@ -379,7 +382,7 @@ def test_hessian_and_robustness_tasks(tmp_path: Path, checkpoint: str) -> None:
             "task.slq_runs=3",
         ],
     )
-    result = hessian.run(cfg)
+    result = hessian_task.run(cfg)
     saved = json.loads((tmp_path / "hessian.json").read_text())
     trace = saved["trace"]
     assert 5 <= trace["probes"] <= 40 and trace["stderr"] > 0
@@ -394,7 +397,7 @@ def test_hessian_and_robustness_tasks(tmp_path: Path, checkpoint: str) -> None:
     cfg = _task_cfg(
         checkpoint, tmp_path, "robustness", ["task.num_images=32", "task.epsilons=[0,0.1]"]
     )
-    result = robustness.run(cfg)
+    result = robustness_task.run(cfg)
     saved = json.loads((tmp_path / "robustness.json").read_text())
     acc, ci = saved["accuracy"], saved["ci95"]
     assert acc["0.1"] <= acc["0.0"] and (tmp_path / "robustness.png").stat().st_size > 0
@@ -430,7 +433,7 @@ def test_adversarial_training_option(tmp_path: Path) -> None:
 
 
 def test_shortcut_study_end_to_end(tmp_path: Path) -> None:
-    from zoo.studies import train_or_study as train
+    from zoo.cli import train_or_study as train
 
     overrides = [
         "experiment=shortcut_landscape",

@@ -13,8 +13,9 @@ from torch import nn
 
 import zoo
 from zoo.errors import UserError
-from zoo.evaluation.benchmark import benchmark, run
+from zoo.evaluation.benchmark import benchmark
 from zoo.fast import PointwiseConv2d, SamePaddedConv2d, count_rewritten, optimize, to_fast_input
+from zoo.tasks.benchmark import run
 
 
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:

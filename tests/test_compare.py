@@ -11,7 +11,8 @@ import pytest
 from helpers import SYNTHETIC_TINY, compose, run_train
 
 from zoo.errors import UserError
-from zoo.evaluation.compare import COLUMNS, collect_runs, run
+from zoo.evaluation.compare import COLUMNS, collect_runs
+from zoo.tasks.compare import run
 
 
 def _compose(tmp_path: Path, extra: list[str]):

@@ -11,9 +11,9 @@ import torch
 from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
-from zoo.analysis import corrections
 from zoo.analysis.corrections import minimal_correction
 from zoo.errors import UserError
+from zoo.tasks import corrections as corrections_task
 
 BOX = 2.0  # the free features range over [-BOX, BOX]
 GRID = 401  # points per axis: spacing 0.01
@@ -190,7 +190,7 @@ def test_corrections_task_on_a_lenet5_checkpoint(tmp_path: Path) -> None:
         "data.in_chans=1",
         "task.max_regions=5",
     ]
-    summary = corrections.run(compose([*overrides, "task.patch=[10,10,4,5]"], "evaluate"))
+    summary = corrections_task.run(compose([*overrides, "task.patch=[10,10,4,5]"], "evaluate"))
     saved = json.loads((tmp_path / "out" / "corrections.json").read_text())
     assert saved["patch"] == [10, 10, 4, 5] and saved["target"] != saved["predicted"]
     if summary["found"]:  # a 1-epoch model on noise may need more than 5 regions
@@ -200,7 +200,7 @@ def test_corrections_task_on_a_lenet5_checkpoint(tmp_path: Path) -> None:
         assert all(0 <= p <= 1 for p in saved["corrected_pixels"])
         assert (tmp_path / "out" / "corrections.png").stat().st_size > 0
     with pytest.raises(UserError, match="max_pixels"):
-        corrections.run(compose([*overrides, "task.patch=[0,0,5,5]"], "evaluate"))
+        corrections_task.run(compose([*overrides, "task.patch=[0,0,5,5]"], "evaluate"))
 
 
 def test_the_model_is_left_as_it_was() -> None:

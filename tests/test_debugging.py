@@ -18,6 +18,7 @@ from zoo.errors import UserError
 from zoo.evaluation.gradcheck import build_float64_model, check_gradients
 from zoo.factory import list_models
 from zoo.registry import get_model_entry
+from zoo.tasks.gradcheck import model_from_config
 from zoo.training.debug import set_dropout
 from zoo.training.stats import ActivationStats
 
@@ -207,7 +208,7 @@ def test_gradcheck_passes_the_same_function_with_its_correct_backward() -> None:
 @pytest.mark.parametrize(("model", "size"), [("lenet5", None), ("resnet20", 8)])
 def test_gradcheck_passes_for_zoo_models(model: str, size: int | None) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
-    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
+    net = build_float64_model(*model_from_config(cfg.model), cfg.task.ode_solver, cfg.task.ode_step)
     assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
     c, h, _ = get_model_entry(model).cfg.input_size
     x = torch.randn(2, c, size or h, size or h, dtype=torch.float64)
@@ -270,7 +271,7 @@ def _smallest_input(net: nn.Module, chans: int, sizes: tuple[int, ...] = (8, 16,
 @pytest.mark.parametrize("model", SMALL_INPUT_MODELS)
 def test_gradcheck_passes_for_every_small_input_model(model: str) -> None:
     cfg = compose([f"model={model}", "task=gradcheck"], "evaluate")
-    net = build_float64_model(cfg.model, cfg.task.ode_solver, cfg.task.ode_step)
+    net = build_float64_model(*model_from_config(cfg.model), cfg.task.ode_solver, cfg.task.ode_step)
     c, h, _ = get_model_entry(model).cfg.input_size
     x = _smallest_input(net, c, (h,) if model in OWN_SIZE_ONLY else (8, 16, 32))
     report = check_gradients(net, x, samples=2, eps=float(cfg.task.eps))

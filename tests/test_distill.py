@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
-import zoo.training.run as run_module
+import zoo.tasks.train as train_task
 from zoo.checkpoint import read_checkpoint
 from zoo.errors import UserError
 from zoo.factory import create_model
@@ -113,13 +113,13 @@ def test_teacher_is_frozen_and_renormalises_the_students_inputs() -> None:
 
 def _capture_module(monkeypatch) -> list:
     built = []
-    original = run_module.build_module
+    original = train_task.build_module
 
     def build_and_keep(cfg, dm):
         built.append(original(cfg, dm))
         return built[-1]
 
-    monkeypatch.setattr(run_module, "build_module", build_and_keep)
+    monkeypatch.setattr(train_task, "build_module", build_and_keep)
     return built
 
 

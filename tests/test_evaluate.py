@@ -15,7 +15,8 @@ import torch
 from helpers import SYNTHETIC_TINY, compose, run_train
 from safetensors.torch import load_file, save_file
 
-from zoo.evaluation.metrics import evaluate_model, run, worst_errors_figure
+from zoo.evaluation.metrics import evaluate_model, worst_errors_figure
+from zoo.tasks.eval import run
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET_WEIGHTS = ROOT / "weights" / "lenet5_fmnist.safetensors"

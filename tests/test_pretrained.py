@@ -284,7 +284,7 @@ def test_train_py_fine_tunes_from_a_tag(tmp_path: Path, monkeypatch) -> None:
     # synthetic data (data=fashion_mnist would spend ~40 s evaluating ResNet-18 on its test set)
     from helpers import SYNTHETIC_TINY, compose
 
-    from zoo.training.run import train
+    from zoo.tasks.train import run as train
 
     sd = _place_fake_torchvision_resnet18(tmp_path, monkeypatch)
     cfg = compose(

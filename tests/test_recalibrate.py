@@ -15,7 +15,7 @@ from torch import nn
 from zoo.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.data import SyntheticDataModule
 from zoo.errors import UserError
-from zoo.evaluation.recalibrate import run as recalibrate_task
+from zoo.tasks.recalibrate import run as recalibrate_task
 from zoo.tools.export import export
 from zoo.training import recalibrate_bn
 

@@ -174,10 +174,10 @@ def test_final_test_honours_limit_test_batches(tmp_path: Path, monkeypatch) -> N
 
 
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from zoo.training import run
+    from zoo.training.fit import AtomicCheckpointIO
 
     saves = []
-    original = run.AtomicCheckpointIO.save_checkpoint
+    original = AtomicCheckpointIO.save_checkpoint
 
     def save(self, checkpoint, path, storage_options=None):
         saves.append(path)
@@ -185,7 +185,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         original(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(run.AtomicCheckpointIO, "save_checkpoint", save)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
     with pytest.raises(UserError, match="disk is full.*last good checkpoint is kept"):
         run_train(tmp_path, [*RUN, "trainer.max_epochs=3"])
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -195,12 +195,12 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -
 def test_a_checkpoint_folder_that_refuses_writes_is_a_one_line_error(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from zoo.training import run
+    from zoo.training.fit import AtomicCheckpointIO
 
     def refuse(self, checkpoint, path, storage_options=None):
         raise PermissionError(errno.EACCES, "Permission denied", f"{path}.tmp")
 
-    monkeypatch.setattr(run.AtomicCheckpointIO, "save_checkpoint", refuse)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", refuse)
     with pytest.raises(UserError, match=f"^cannot write into {tmp_path}/checkpoints \\(Perm"):
         run_train(tmp_path, [*RUN, "trainer.max_epochs=1"])
 
@@ -382,7 +382,7 @@ def test_unknown_keys_and_missing_values_are_one_line_errors(
 def test_a_misspelt_optimized_metric_is_an_error_not_nan(tmp_path: Path) -> None:
     from helpers import compose
 
-    from zoo.training.run import train
+    from zoo.tasks.train import run as train
 
     args = [*RUN, "trainer.max_epochs=1", "threads=1"]
     best = train(compose([f"output_dir={tmp_path / 'a'}", *args, "optimized_metric=test_acc1"]))

@@ -54,10 +54,10 @@ def test_unknown_policy_and_bad_threads_are_user_errors() -> None:
 
 
 def test_training_applies_the_configured_policy(tmp_path: Path, monkeypatch) -> None:
-    from zoo.training import run
+    from zoo.tasks import train
 
     seen = []
-    monkeypatch.setattr(run, "configure_allocator", seen.append)
+    monkeypatch.setattr(train, "configure_allocator", seen.append)
     base = [*SYNTHETIC_TINY, "data.image_size=16", "data.in_chans=1", "trainer.max_epochs=1"]
     run_train(tmp_path / "a", base)
     run_train(tmp_path / "b", [*base, "allocator=system"])

@@ -17,8 +17,8 @@ from helpers import SYNTHETIC_TINY, cli, compose, needs_fmnist, one_line_error, 
 import zoo
 from zoo.errors import UserError
 from zoo.paths import CONF_DIR
+from zoo.tasks.train import run as train
 from zoo.tools.gen_model_configs import FAMILY_SHORTCUTS, expected_configs
-from zoo.training.run import train
 
 
 def test_every_registered_model_has_a_config() -> None:

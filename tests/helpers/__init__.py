@@ -43,9 +43,9 @@ def compose(
 
 def run_train(out: Path, overrides: list[str]) -> dict:
     """Train in this process into ``out``; the run's results.json."""
-    from zoo.training.run import train
+    from zoo.tasks import train
 
-    train(compose([f"output_dir={out}", *overrides]))
+    train.run(compose([f"output_dir={out}", *overrides]))
     return json.loads((out / "results.json").read_text())
 
 
