@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,33 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(ZOO.rglob("*.py"))}
 
 
+def import_statements(source: str, package: str) -> Iterator[tuple[str, list[str]]]:
+    """``(module, names)`` of every import anywhere in ``source`` (functions included): ``import
+    x`` gives ``("x", [])``, ``from x import y`` ``("x", ["y"])``; relative imports are resolved
+    against ``package``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            yield base, [alias.name for alias in node.names]
+
+
+def _package(name: str) -> str:
+    return name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imported_names(source: str, package: str) -> set[str]:
+    """Every module name ``source`` imports; ``from x import y`` gives both ``x`` and ``x.y``."""
+    found: set[str] = set()
+    for base, names in import_statements(source, package):
+        found |= {base, *(f"{base}.{n}" for n in names)}
+    return found
+
+
 def imported_modules(name: str) -> set[str]:
     """The zoo modules ``name`` imports anywhere in its source (functions included).
 
@@ -27,20 +55,10 @@ def imported_modules(name: str) -> set[str]:
     The implicit import of a parent package is left out (``zoo.models.resnet`` needs ``zoo.models``
     initialised only because Python does that for every submodule).
     """
-    path = MODULES[name]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                found.add(sub if sub in MODULES else base)
+    for base, names in import_statements(MODULES[name].read_text(), _package(name)):
+        subs = [f"{base}.{n}" for n in names]
+        found |= {sub if sub in MODULES else base for sub in subs} if subs else {base}
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -110,3 +128,72 @@ def test_every_module_imports_first_in_a_fresh_interpreter(name: str) -> None:
     subprocess.run(
         [sys.executable, "-c", f"import {name}"], check=True, cwd=ZOO.parent, timeout=300
     )
+
+
+# The layers, lowest first: a module imports nothing from a layer above its own.
+LAYERS = {
+    "models": ("zoo.registry", "zoo.models"),
+    "weights": ("zoo.pretrained", "zoo.factory", "zoo.checkpoint"),
+    "data": ("zoo.data",),
+    "training": ("zoo.training",),
+    "tasks": ("zoo.tasks",),
+}
+# The algorithms take models, tensors and plain arguments: they never read a config.
+ALGORITHMS = ("zoo.analysis", "zoo.evaluation", "zoo.flows", "zoo.models", "zoo.data")
+CONFIG_READERS = ("omegaconf", "hydra", "zoo.tasks", "zoo.training.run")
+
+
+def _in(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in prefixes)
+
+
+def layer_of(name: str) -> int | None:
+    return next((i for i, p in enumerate(LAYERS.values()) if _in(name, p)), None)
+
+
+def config_readers_imported(name: str) -> set[str]:
+    found = imported_names(MODULES[name].read_text(), _package(name))
+    return {m for m in found if _in(m, CONFIG_READERS)}
+
+
+def test_scanner_sees_config_imports_anywhere() -> None:
+    source = (
+        "import torch\ndef f():\n    from omegaconf import OmegaConf\n    from ..tasks import eval"
+    )
+    found = {m for m in imported_names(source, "zoo.analysis") if _in(m, CONFIG_READERS)}
+    assert found == {"omegaconf", "omegaconf.OmegaConf", "zoo.tasks", "zoo.tasks.eval"}
+    assert "hydra.utils" in imported_names("import hydra.utils", "zoo")
+    assert layer_of("zoo.models.resnet") < layer_of("zoo.checkpoint") < layer_of("zoo.tasks.eval")
+    assert layer_of("zoo.analysis.landscape") is None
+
+
+def test_algorithms_never_read_a_config() -> None:
+    """analysis, evaluation, flows, models and data import neither omegaconf nor hydra, nor the
+    tasks that read the configs."""
+    offenders = {
+        name: sorted(found)
+        for name in MODULES
+        if _in(name, ALGORITHMS) and (found := config_readers_imported(name))
+    }
+    assert not offenders, offenders
+
+
+def test_layers_are_in_order() -> None:
+    """models -> weights -> data -> training -> tasks: nothing imports a layer above its own."""
+    upward = {
+        name: sorted(m for m in imports if layer_of(m) is not None and layer_of(m) > layer)
+        for name, imports in GRAPH.items()
+        if (layer := layer_of(name)) is not None
+    }
+    assert not any(upward.values()), {k: v for k, v in upward.items() if v}
+
+
+def test_only_the_entry_points_import_the_tasks() -> None:
+    """zoo.tasks is the top layer: below the entry points (train.py, evaluate.py and their wrapper
+    zoo.cli) nothing imports it."""
+    importers = sorted(
+        name
+        for name, imports in GRAPH.items()
+        if not _in(name, ("zoo.tasks", "zoo.cli")) and any(_in(m, ("zoo.tasks",)) for m in imports)
+    )
+    assert not importers, importers
