@@ -13,7 +13,9 @@ from torch import nn
 
 from zoo.analysis.corrections import minimal_correction
 from zoo.errors import UserError
+from zoo.paths import ROOT
 from zoo.tasks import corrections as corrections_task
+from zoo.tasks import corrections_study
 
 BOX = 2.0  # the free features range over [-BOX, BOX]
 GRID = 401  # points per axis: spacing 0.01
@@ -201,6 +203,34 @@ def test_corrections_task_on_a_lenet5_checkpoint(tmp_path: Path) -> None:
         assert (tmp_path / "out" / "corrections.png").stat().st_size > 0
     with pytest.raises(UserError, match="max_pixels"):
         corrections_task.run(compose([*overrides, "task.patch=[0,0,5,5]"], "evaluate"))
+
+
+def test_corrections_study_reproduces_the_published_tabular_rows(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``task=corrections_study task.part=tabular`` on the first 4 inputs: the rows of
+    docs/corrections/tabular.json (the same MLP, targets, outcomes and distances)."""
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr(corrections_study, "gemm_gflops", lambda: 0.0)  # the stamp only
+    overrides = [
+        "task=corrections_study",
+        "task.part=tabular",
+        "task.n=4",
+        f"output_dir={tmp_path}",
+    ]
+    summary = corrections_study.run(compose(overrides, "evaluate"))
+    rows = json.loads((tmp_path / "tabular.json").read_text())["rows"]
+    published = json.loads((ROOT / "docs" / "corrections" / "tabular.json").read_text())["rows"]
+    for row, ref in zip(rows, published[:4], strict=True):
+        assert [row[k] for k in ("target", "found", "stable", "certified")] == [
+            ref[k] for k in ("target", "found", "stable", "certified")
+        ]
+        if ref["found"]:
+            assert row["distance"] == pytest.approx(ref["distance"], rel=1e-5)
+    assert summary["inputs"] == 4 and summary["found"] == sum(r["found"] for r in published[:4])
+    assert (tmp_path / "tabular_region.png").stat().st_size > 0
+    with pytest.raises(UserError, match="task.part='table'"):
+        corrections_study.run(compose([*overrides, "task.part=table"], "evaluate"))
 
 
 def test_the_model_is_left_as_it_was() -> None:
