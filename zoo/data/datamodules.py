@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torchvision
+from PIL import Image
 
 from zoo.data.loader import BatchAugment, InMemoryLoader
 from zoo.errors import UserError
@@ -298,8 +300,6 @@ class _IDXDataModule(InMemoryDataModule):
         )
 
     def _download(self):
-        import torchvision
-
         root = Path(self.root or "data").expanduser()
         cls = getattr(torchvision.datasets, self.torchvision_name)
         try:
@@ -391,8 +391,6 @@ class _CIFARDataModule(InMemoryDataModule):
         missing = [f for f in (*self.train_files, *self.test_files) if not (folder / f).is_file()]
         if missing:
             if self.download:
-                import torchvision
-
                 cls = (
                     torchvision.datasets.CIFAR10
                     if self.num_classes == 10
@@ -496,8 +494,6 @@ class ImageFolderDataModule(InMemoryDataModule):
         self.classes: list[str] = []
 
     def _read_image(self, file: Path) -> np.ndarray:
-        from PIL import Image
-
         try:
             with Image.open(file) as img:
                 img = img.convert("L" if self.grayscale else "RGB")

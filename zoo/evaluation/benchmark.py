@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import zoo
@@ -44,8 +45,6 @@ VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
 
 def reference_names(against: str) -> set[str]:
     if against == "torchvision":
-        import torchvision
-
         return set(torchvision.models.list_models(module=torchvision.models))
     if against == "timm":
         import timm
@@ -58,8 +57,6 @@ def build(name: str, source: str, variant: str, num_classes: int, in_chans: int)
     """The model ``name`` from ``source`` (zoo, torchvision or timm) in ``variant``'s form."""
     torch.manual_seed(0)
     if source == "torchvision":
-        import torchvision
-
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     elif source == "timm":
         import timm

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from zoo.flows.cnf import CNF, logit_inverse
 from zoo.io import atomic_write_bytes, atomic_write_figure, pyplot
@@ -88,8 +89,6 @@ def save_flow_gif(
     flow: CNF, path: str | Path, extent: float, samples: int = 2000, frames: int = 25, seed: int = 0
 ) -> None:
     """The same motion as an animated GIF (there and back, 120 ms a frame)."""
-    from PIL import Image
-
     plt = pyplot()
     z0 = flow.base_sample(samples, torch.Generator().manual_seed(seed))
     trajectory = flow.trajectory(z0, frames).cpu()
