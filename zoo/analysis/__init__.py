@@ -10,5 +10,7 @@
 - :mod:`zoo.analysis.corrections` — minimal, stable, symbolic corrections of a piecewise-linear
   network's decision (Zhang, Solar-Lezama, Singh, NeurIPS 2018).
 
-Command line: ``python evaluate.py task=landscape|hessian|robustness|corrections ckpt_path=PATH``.
+They take a model, batches of tensors and plain arguments; the commands that read a checkpoint and
+a config, ``python evaluate.py task=landscape|hessian|robustness|corrections ckpt_path=PATH``,
+are in :mod:`zoo.tasks`.
 """
