@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.complexity import count_macs
+from zoo.bench.complexity import count_macs
 from zoo.models.cliquenet import CliqueBlock, CliqueNet, convert_official_state_dict
 
 # Our exact counts (default options, 10/1000 classes); the papers' printed counts are the models'

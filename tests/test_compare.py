@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import SYNTHETIC_TINY, compose, run_train
 
+from zoo.bench.compare import COLUMNS, collect_runs
 from zoo.errors import UserError
-from zoo.evaluation.compare import COLUMNS, collect_runs
 from zoo.tasks.compare import run
 
 
@@ -95,7 +95,7 @@ def test_damaged_results_json_is_skipped_with_a_warning_naming_it(
     for name, text in texts.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_bytes(text.encode(errors="surrogateescape"))
-    with caplog.at_level(logging.WARNING, logger="zoo.evaluation.compare"):
+    with caplog.at_level(logging.WARNING, logger="zoo.bench.compare"):
         runs = collect_runs([f"{tmp_path}/*"])
     assert runs == {("lenet5", "mnist", "2 epochs"): [good]}
     warned = "\n".join(r.getMessage() for r in caplog.records)

@@ -132,7 +132,7 @@ def test_paper_numbers_cover_the_papers_tables() -> None:
 
 
 def test_comparison_reads_the_paper_errors_from_the_records() -> None:
-    from zoo.evaluation.compare import build_table
+    from zoo.bench.compare import build_table
 
     rows = build_table([{"model": "resnet20"}, {"model": "lenet5"}], {})
     assert rows[0]["paper C10 err (%)"] == "8.75 (He et al. 2016, Table 6)"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zoo.evaluation.compare import build_table
+from zoo.bench.compare import build_table
 from zoo.stats import Proportion, mean_stderr, precise_enough, wilson_interval
 
 

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from zoo.bench.memory import saved_tensor_bytes
+from zoo.bench.timing import median_seconds
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
-from zoo.profiling import median_seconds, saved_tensor_bytes
 from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 

@@ -30,14 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import zoo
-from zoo.complexity import count_macs
+from zoo.bench.complexity import count_macs
+from zoo.bench.timing import TrainingStep, gemm_gflops, median_seconds, time_alternating
 from zoo.fast import optimize
 from zoo.io import atomic_write_json, write_marked_block
-from zoo.models.base import main_output
-from zoo.profiling import gemm_gflops
 from zoo.runtime import configure_allocator
 
 MODELS = (
@@ -55,41 +53,14 @@ EPOCH_IMAGES = 55_000
 EVAL_IMAGES = 15_000  # Fashion-MNIST validation (5k) + test (10k)
 
 
-class Trainer:
+def training_step(name: str, batch: int, fast: bool, seed: int = 0) -> TrainingStep:
     """One model's training step at a batch size, default or fast (channels_last + rewrites)."""
-
-    def __init__(self, name: str, batch: int, fast: bool, seed: int = 0) -> None:
-        torch.manual_seed(seed)
-        self.model = zoo.create_model(name, in_chans=INPUT[0], num_classes=10)
-        self.fast = fast
-        if fast:
-            optimize(self.model)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.x = torch.randn(batch, *INPUT)
-        if fast:
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.y = torch.randint(0, 10, (batch,))
-
-    def step(self) -> None:
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
-        out = self.model(self.x)
-        out = main_output(out)
-        F.cross_entropy(out, self.y).backward()
-        self.opt.step()
-
-
-def _alternate(steps: dict[str, Any], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each callable, timed in alternating rounds after one warm-up."""
-    for fn in steps.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(rounds):
-        for key, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    torch.manual_seed(seed)
+    model = zoo.create_model(name, in_chans=INPUT[0], num_classes=10)
+    if fast:
+        optimize(model)
+    x, y = torch.randn(batch, *INPUT), torch.randint(0, 10, (batch,))
+    return TrainingStep(model, x, y, channels_last=fast, lr=0.01)
 
 
 @torch.no_grad()
@@ -106,18 +77,17 @@ def fast_is_exact(name: str) -> float:
 def eval_images_per_s(name: str, batch: int, rounds: int = 2) -> float:
     model = zoo.create_model(name, in_chans=INPUT[0], num_classes=10).eval()
     x = torch.randn(batch, *INPUT)
-    seconds = _alternate({"eval": lambda: model(x)}, rounds)["eval"]
-    return batch / seconds
+    return batch / median_seconds(lambda: model(x), rounds)
 
 
-def profile_top(trainer: Trainer, top: int = 4) -> list[dict[str, Any]]:
+def profile_top(trainer: TrainingStep, top: int = 4) -> list[dict[str, Any]]:
     """The operators with the most self CPU time over two training steps, with their share."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainer.step()
+    trainer.train_step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.step()
-        trainer.step()
+        trainer.train_step()
+        trainer.train_step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
     return [
@@ -131,8 +101,9 @@ def efficiency_table(models: tuple[str, ...], batch: int, rounds: int, eval_batc
     gemm = []
     for name in models:
         gemm.append(gemm_gflops())
-        default, fast = Trainer(name, batch, fast=False), Trainer(name, batch, fast=True)
-        seconds = _alternate({"default": default.step, "fast": fast.step}, rounds)
+        default, fast = training_step(name, batch, False), training_step(name, batch, True)
+        timed = time_alternating([default.train_step, fast.train_step], rounds)
+        seconds = {"default": timed[0], "fast": timed[1]}
         macs = count_macs(default.model, INPUT)
         row = {
             "model": name,
@@ -157,7 +128,7 @@ def efficiency_table(models: tuple[str, ...], batch: int, rounds: int, eval_batc
     best_ratio = max(r["gemm_ratio"] for r in rows)
     for row in rows:
         if row["gemm_ratio"] < best_ratio / 2:
-            row["profile"] = profile_top(Trainer(row["model"], batch, fast=False))
+            row["profile"] = profile_top(training_step(row["model"], batch, fast=False))
     return {"gemm_gflops": rate, "rows": rows}
 
 
@@ -166,11 +137,11 @@ def efficiency_table(models: tuple[str, ...], batch: int, rounds: int, eval_batc
 
 def _allocator_child(policy: str, batch: int, steps: int) -> None:
     configure_allocator(policy)
-    trainer = Trainer("cliquenet_k36_t12_ac", batch, fast=False)
-    trainer.step()
+    trainer = training_step("cliquenet_k36_t12_ac", batch, fast=False)
+    trainer.train_step()
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(steps):
-        trainer.step()
+        trainer.train_step()
     seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(

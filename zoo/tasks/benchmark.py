@@ -1,6 +1,6 @@
 """``python evaluate.py task=benchmark models=[resnet18,...] against=torchvision|timm``: each zoo
 model against the reference implementation of the same architecture, side by side in one process
-(:mod:`zoo.evaluation.benchmark`), in ``benchmark.json`` and ``benchmark.md``."""
+(:mod:`zoo.bench.reference`), in ``benchmark.json`` and ``benchmark.md``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.bench.reference import MD_COLUMNS, benchmark, machine
 from zoo.errors import UserError
-from zoo.evaluation.benchmark import MD_COLUMNS, benchmark, machine
 from zoo.evaluation.tables import markdown_table
 from zoo.io import atomic_write_json, atomic_write_text
 

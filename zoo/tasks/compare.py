@@ -1,5 +1,5 @@
 """``python evaluate.py task=compare models=[lenet5,resnet20,...] [runs=[dir,...]|'runs/**']``: the
-comparison table (:mod:`zoo.evaluation.compare`) of the models (``task.default_models`` when none
+comparison table (:mod:`zoo.bench.compare`) of the models (``task.default_models`` when none
 are given) at every input size of ``task.input_sizes``, with the accuracy of the training runs
 found under ``runs``, written into ``output_dir``."""
 
@@ -11,8 +11,8 @@ import torch
 from omegaconf import DictConfig
 
 import zoo
+from zoo.bench.compare import build_table, collect_runs, measure, write_comparison
 from zoo.errors import UserError
-from zoo.evaluation.compare import build_table, collect_runs, measure, write_comparison
 
 
 def run(cfg: DictConfig) -> list[dict]:

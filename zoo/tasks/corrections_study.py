@@ -40,9 +40,9 @@ from zoo.analysis.corrections import (
     salient_patch,
     summarize,
 )
+from zoo.bench.timing import gemm_gflops
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json, pyplot
-from zoo.profiling import gemm_gflops
 from zoo.tasks.common import load_checkpoint_and_data
 
 PARTS = ("tabular", "images", "merge-images")

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.attacks import ATTACKS, attack
-from zoo.complexity import count_macs
+from zoo.bench.complexity import count_macs
 from zoo.data.tta import check_tta, tta_logits
 from zoo.errors import UserError
 from zoo.factory import create_model

@@ -1,35 +1,12 @@
-"""Measurement helpers shared by the comparison, the benchmarks and the analyses: step timing,
-the bytes autograd saves for backward, the peak of the tensor memory a step allocates, and the
-process's memory from ``/proc/self/status``."""
+"""Memory of a training step: the bytes autograd saves for backward, the peak of the tensor memory a
+step allocates, and the process's memory from ``/proc/self/status``."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-
-def median_seconds(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``step()`` over ``repeats`` calls after ``warmup`` untimed calls
-    (the first calls pay for allocations, kernel selection and thread-pool start-up)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's fp32 matrix-product rate now (GFLOP/s, current thread count): the yardstick
-    published beside every absolute time, since the shared CPU's speed varies between days."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 def saved_tensor_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:

@@ -20,24 +20,21 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 import zoo
+from zoo.bench.memory import status_mib
+from zoo.bench.timing import TrainingStep, time_alternating
 from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell
-from zoo.fast import optimize, to_fast_input
-from zoo.models.base import main_output
-from zoo.profiling import status_mib
+from zoo.fast import optimize
 from zoo.registry import count_params, get_model_entry
 
 VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
@@ -76,55 +73,6 @@ def build(name: str, source: str, variant: str, num_classes: int, in_chans: int)
     return model
 
 
-class Runner:
-    """One model's training step and inference, ready to be timed."""
-
-    def __init__(self, model: nn.Module, variant: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model = model
-        if variant in ("fast", "channels_last"):
-            x = to_fast_input(x)
-        self.x, self.y = x, y
-        self.forward = torch.compile(model) if variant == "compile" else model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-    def train_step(self) -> None:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        out = self.forward(self.x)
-        logits = main_output(out)
-        F.cross_entropy(logits, self.y).backward()
-        self.optimizer.step()
-
-    def infer(self) -> None:
-        self.model.eval()
-        with torch.inference_mode():
-            self.forward(self.x)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_alternating(
-    runners: list[Runner], method: str, warmup: int, repeats: int, device: torch.device
-) -> list[float]:
-    """Median seconds per call of ``method`` for each runner, in alternating rounds."""
-    for runner in runners:
-        for _ in range(warmup):
-            getattr(runner, method)()
-    times: list[list[float]] = [[] for _ in runners]
-    for r in range(repeats):
-        order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
-        for i in order:
-            _sync(device)
-            start = time.perf_counter()
-            getattr(runners[i], method)()
-            _sync(device)
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
-
-
 def peak_memory_mib(spec: dict[str, Any]) -> float | None:
     """Peak training memory of ``spec`` (see the module docstring); None where not measurable."""
     if spec["device"] == "cuda":
@@ -139,7 +87,7 @@ def peak_memory_mib(spec: dict[str, Any]) -> float | None:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     if not Path("/proc/self/clear_refs").exists():
         return None
-    cmd = [sys.executable, "-m", "zoo.evaluation.benchmark", "--memory", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "zoo.bench.reference", "--memory", json.dumps(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -147,13 +95,20 @@ def peak_memory_mib(spec: dict[str, Any]) -> float | None:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def _runner_from_spec(spec: dict[str, Any], device: torch.device) -> Runner:
+def _runner_from_spec(spec: dict[str, Any], device: torch.device) -> TrainingStep:
     c, h, w = spec["input_size"]
     model = build(spec["name"], spec["source"], spec["variant"], spec["num_classes"], c).to(device)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(spec["batch"], c, h, w, generator=gen).to(device)
     y = torch.randint(0, spec["num_classes"], (spec["batch"],), generator=gen).to(device)
-    return Runner(model, spec["variant"], x, y)
+    variant = spec["variant"]
+    return TrainingStep(
+        model,
+        x,
+        y,
+        channels_last=variant in ("fast", "channels_last"),
+        compile=variant == "compile",
+    )
 
 
 def _memory_probe(spec: dict[str, Any]) -> None:
@@ -216,8 +171,8 @@ def benchmark(
             )
         runners = [_runner_from_spec(s, dev) for s in specs]
         params = [count_params(r.model) for r in runners]
-        train_s = time_alternating(runners, "train_step", warmup, repeats, dev)
-        infer_s = time_alternating(runners, "infer", warmup, repeats, dev)
+        train_s = time_alternating([r.train_step for r in runners], repeats, warmup, dev)
+        infer_s = time_alternating([r.infer for r in runners], repeats, warmup, dev)
         del runners
         peaks = [peak_memory_mib(s) if memory else None for s in specs]
         ref = {"train": batch / train_s[0], "infer": batch / infer_s[0], "mem": peaks[0]}
