@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from zoo.analysis.landscape import evaluate, perturbed
+from zoo.evaluation.uncertainty import mean_stderr, precise_enough
 from zoo.io import atomic_write_figure, pyplot
 from zoo.models.base import main_output
 from zoo.modes import eval_mode
-from zoo.stats import mean_stderr, precise_enough
 
 Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -137,7 +137,7 @@ def trace_samples(
 ) -> list[float]:
     """Hutchinson's probes ``vᵀHv`` (Rademacher v, unbiased for tr H), drawn until their mean's
     standard error is at most ``rtol`` × |mean| after at least ``min_iter`` probes, or
-    ``max_iter`` probes (:func:`zoo.stats.precise_enough`)."""
+    ``max_iter`` probes (:func:`zoo.evaluation.uncertainty.precise_enough`)."""
     batches = list(batches)
     params = trainable_params(model)
     gen = torch.Generator().manual_seed(seed)

@@ -13,9 +13,9 @@ from torch import nn
 
 from zoo.attacks import ATTACKS, attack
 from zoo.errors import UserError
+from zoo.evaluation.uncertainty import Proportion
 from zoo.io import atomic_write_figure, pyplot
 from zoo.modes import eval_mode
-from zoo.stats import Proportion
 
 
 def robust_accuracy(
@@ -27,8 +27,8 @@ def robust_accuracy(
     **kwargs: Any,
 ) -> dict[float, Proportion]:
     """Images still classified correctly under attack, for every epsilon (0: clean accuracy), as
-    a :class:`zoo.stats.Proportion` (``.value``, and ``.interval()`` for the Wilson interval of a
-    sample of images)."""
+    a :class:`zoo.evaluation.uncertainty.Proportion` (``.value``, and ``.interval()`` for the
+    Wilson interval of a sample of images)."""
     if attack_name not in ATTACKS:
         raise UserError(f"unknown attack {attack_name!r}; use one of {', '.join(ATTACKS)}")
     if any(e < 0 for e in epsilons):

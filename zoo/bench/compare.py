@@ -32,10 +32,10 @@ from zoo.bench.memory import saved_tensor_bytes
 from zoo.bench.timing import median_seconds
 from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell, markdown_table
+from zoo.evaluation.uncertainty import wilson_interval
 from zoo.io import atomic_write_figure, atomic_write_text, pyplot, write_marked_block
 from zoo.models.base import main_output
 from zoo.registry import count_params
-from zoo.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 

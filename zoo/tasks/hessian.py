@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from zoo.analysis import hessian
 from zoo.analysis.landscape import fixed_batches
 from zoo.errors import UserError
+from zoo.evaluation.uncertainty import mean_stderr
 from zoo.io import atomic_write_json
-from zoo.stats import mean_stderr
 from zoo.tasks.common import load_checkpoint_and_data
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from zoo.bench.compare import build_table
-from zoo.stats import Proportion, mean_stderr, precise_enough, wilson_interval
+from zoo.evaluation.uncertainty import Proportion, mean_stderr, precise_enough, wilson_interval
 
 
 @pytest.mark.parametrize(
