@@ -433,7 +433,7 @@ def test_adversarial_training_option(tmp_path: Path) -> None:
 
 
 def test_shortcut_study_end_to_end(tmp_path: Path) -> None:
-    from zoo.cli import train_or_study as train
+    from zoo.tasks.cli import train_or_study as train
 
     overrides = [
         "experiment=shortcut_landscape",

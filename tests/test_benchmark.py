@@ -14,7 +14,13 @@ from torch import nn
 import zoo
 from zoo.bench.reference import benchmark
 from zoo.errors import UserError
-from zoo.fast import PointwiseConv2d, SamePaddedConv2d, count_rewritten, optimize, to_fast_input
+from zoo.models.fast import (
+    PointwiseConv2d,
+    SamePaddedConv2d,
+    count_rewritten,
+    optimize,
+    to_fast_input,
+)
 from zoo.tasks.benchmark import run
 
 

@@ -1,5 +1,5 @@
-"""Checkpoints for tasks (zoo.checkpoint): exact rebuilds, strict loading, one-line errors for
-damaged, foreign or mismatched files."""
+"""Checkpoints for tasks (zoo.weights.checkpoint): exact rebuilds, strict loading, one-line errors
+for damaged, foreign or mismatched files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
+from zoo.weights.checkpoint import model_from_checkpoint
 
 LENET = {"model": "lenet5", "model_kwargs": {"num_classes": 10, "in_chans": 1}}
 

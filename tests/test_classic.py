@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 import zoo
-from zoo.registry import count_params
+from zoo.models.registry import count_params
 
 # torchvision / paper parameter counts at default classes (He et al., Huang et al. Table 2,
 # Li et al.'s loss-landscape code).

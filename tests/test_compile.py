@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from helpers.models import SMALL_MODELS, trained_like
 
 import zoo
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ from torch import nn
 import zoo.training.module as module_file
 from zoo.errors import UserError
 from zoo.evaluation.gradcheck import build_float64_model, check_gradients
-from zoo.factory import list_models
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 from zoo.tasks.gradcheck import model_from_config
 from zoo.training.activation_stats import ActivationStats
 from zoo.training.debug import set_dropout
+from zoo.weights.factory import list_models
 
 # debug=overfit on the tiny synthetic set: 64 training images, 4 batches of 16 (the learning rate
 # scaled down from the recipe's 0.1 at batch 128, which diverges at batch 16).

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import zoo.tasks.train as train_task
-from zoo.checkpoint import read_checkpoint
 from zoo.errors import UserError
-from zoo.factory import create_model
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
+from zoo.weights.checkpoint import read_checkpoint
+from zoo.weights.factory import create_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "resnet20_fmnist.safetensors"
 # Synthetic data the published Fashion-MNIST teacher can read: 1 channel, 28x28, 10 classes.

@@ -15,10 +15,10 @@ from helpers import one_line_error
 from helpers.models import SMALL_MODELS, trained_like
 
 import zoo
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 from zoo.tools.export import FORMATS, export_network, main
+from zoo.weights.checkpoint import model_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,7 @@ def test_model_name_with_pretrained_tag_exports_at_the_tags_size(tmp_path: Path)
     main(["lenet5", str(out), "--onnx", "--pretrained", "fmnist"])
     model = zoo.create_model("lenet5", pretrained="fmnist").eval()
     _assert_matches(out, model, (1, 28, 28))  # Fashion-MNIST's size, not LeNet-5's 32x32
-    tag = zoo.pretrained.get_tag("lenet5", "fmnist")
+    tag = zoo.weights.pretrained.get_tag("lenet5", "fmnist")
     assert json.loads(_metadata(out)["mean"]) == list(tag.mean)
 
 

@@ -10,7 +10,7 @@ import torch
 from helpers.models import HEAVY, shape_device
 
 import zoo
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 
 NAMES = zoo.list_models()
 

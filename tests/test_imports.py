@@ -95,7 +95,7 @@ def test_cycle_finder_finds_a_lazy_cycle() -> None:
 
 
 def test_scanner_sees_imports_inside_functions(tmp_path: Path) -> None:
-    assert "zoo.pretrained" in imported_modules("zoo.factory")
+    assert "zoo.weights.pretrained" in imported_modules("zoo.weights.factory")
     assert "zoo.models.base" in imported_modules("zoo.models.resnet")
     assert "zoo.models.resnet" in imported_modules("zoo.models")  # from zoo.models import resnet
 
@@ -106,16 +106,23 @@ def test_no_import_cycles_among_zoo_modules() -> None:
 
 def test_layers_point_down() -> None:
     """registry <- models <- pretrained (registry only) <- factory, as the guide orders them."""
-    assert {m for m in GRAPH["zoo.registry"] if m.startswith("zoo")} == set()
-    assert GRAPH["zoo.pretrained"] <= {"zoo.errors", "zoo.io", "zoo.registry"}
+    assert {m for m in GRAPH["zoo.models.registry"] if m.startswith("zoo")} == set()
+    assert GRAPH["zoo.weights.pretrained"] <= {
+        "zoo.errors",
+        "zoo.io",
+        "zoo.paths",
+        "zoo.models.registry",
+    }
     for name, imports in GRAPH.items():
         if name.startswith("zoo.models"):
-            assert imports <= {"zoo.registry", "zoo.models", "zoo.errors"} | {
+            assert imports <= {"zoo.models.registry", "zoo.models", "zoo.errors"} | {
                 m for m in MODULES if m.startswith("zoo.models.")
             }, name
 
 
-@pytest.mark.parametrize("name", ["zoo.registry", "zoo.pretrained", "zoo.factory", "zoo.models"])
+@pytest.mark.parametrize(
+    "name", ["zoo.models.registry", "zoo.weights.pretrained", "zoo.weights.factory", "zoo.models"]
+)
 def test_low_modules_import_alone_in_a_fresh_interpreter(name: str) -> None:
     """Each imports first in a fresh interpreter, without meeting a half-initialised module."""
     code = f"import {name}, zoo; assert zoo.create_model('lenet5') is not None"
@@ -132,14 +139,25 @@ def test_every_module_imports_first_in_a_fresh_interpreter(name: str) -> None:
 
 # The layers, lowest first: a module imports nothing from a layer above its own.
 LAYERS = {
-    "models": ("zoo.registry", "zoo.models"),
-    "weights": ("zoo.pretrained", "zoo.factory", "zoo.checkpoint"),
+    "models": ("zoo.models",),
+    "weights": ("zoo.weights",),
     "data": ("zoo.data",),
     "training": ("zoo.training",),
     "tasks": ("zoo.tasks",),
 }
 # The algorithms take models, tensors and plain arguments: they never read a config.
-ALGORITHMS = ("zoo.analysis", "zoo.evaluation", "zoo.flows", "zoo.models", "zoo.data")
+ALGORITHMS = (
+    "zoo.analysis",
+    "zoo.evaluation",
+    "zoo.bench",
+    "zoo.flows",
+    "zoo.models",
+    "zoo.weights",
+    "zoo.data",
+)
+# The top of the package: the public API (zoo/__init__.py), subpackages, and the three helpers
+# every layer uses (one-line user errors, atomic writes, the project's own folders).
+TOP_LEVEL_MODULES = {"zoo", "zoo.errors", "zoo.io", "zoo.paths"}
 CONFIG_READERS = ("omegaconf", "hydra", "zoo.tasks", "zoo.training.run")
 
 
@@ -163,13 +181,17 @@ def test_scanner_sees_config_imports_anywhere() -> None:
     found = {m for m in imported_names(source, "zoo.analysis") if _in(m, CONFIG_READERS)}
     assert found == {"omegaconf", "omegaconf.OmegaConf", "zoo.tasks", "zoo.tasks.eval"}
     assert "hydra.utils" in imported_names("import hydra.utils", "zoo")
-    assert layer_of("zoo.models.resnet") < layer_of("zoo.checkpoint") < layer_of("zoo.tasks.eval")
+    assert (
+        layer_of("zoo.models.resnet")
+        < layer_of("zoo.weights.checkpoint")
+        < layer_of("zoo.tasks.eval")
+    )
     assert layer_of("zoo.analysis.landscape") is None
 
 
 def test_algorithms_never_read_a_config() -> None:
-    """analysis, evaluation, flows, models and data import neither omegaconf nor hydra, nor the
-    tasks that read the configs."""
+    """analysis, evaluation, bench, flows, models, weights and data import neither omegaconf nor
+    hydra, nor the tasks that read the configs."""
     offenders = {
         name: sorted(found)
         for name in MODULES
@@ -190,10 +212,19 @@ def test_layers_are_in_order() -> None:
 
 def test_only_the_entry_points_import_the_tasks() -> None:
     """zoo.tasks is the top layer: below the entry points (train.py, evaluate.py and their wrapper
-    zoo.cli) nothing imports it."""
+    zoo.tasks.cli) nothing imports it."""
     importers = sorted(
         name
         for name, imports in GRAPH.items()
-        if not _in(name, ("zoo.tasks", "zoo.cli")) and any(_in(m, ("zoo.tasks",)) for m in imports)
+        if not _in(name, ("zoo.tasks",)) and any(_in(m, ("zoo.tasks",)) for m in imports)
     )
     assert not importers, importers
+
+
+def test_top_level_holds_the_api_and_packages() -> None:
+    """zoo/ itself holds the public API and subpackages; internal modules live in a package."""
+    top = {name for name, path in MODULES.items() if path.parent == ZOO}
+    assert top == TOP_LEVEL_MODULES, sorted(top - TOP_LEVEL_MODULES)
+    packages = {path.parent.name for path in MODULES.values() if path.parent.parent == ZOO}
+    layered = {p.split(".")[1] for prefixes in LAYERS.values() for p in prefixes}
+    assert packages <= layered | {p.split(".")[1] for p in ALGORITHMS} | {"tools"}, packages

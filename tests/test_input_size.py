@@ -8,7 +8,7 @@ import torch
 from helpers.models import shape_device
 
 import zoo
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 
 
 def _runs(name: str, size: int) -> bool:

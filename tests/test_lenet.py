@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.registry import count_params
+from zoo.models.registry import count_params
 
 
 def test_param_count_matches_paper_layout() -> None:

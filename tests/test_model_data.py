@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.registry import count_params, get_model_entry, num_params
+from zoo.models.registry import count_params, get_model_entry, num_params
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "zoo" / "models"
 NAMES = zoo.list_models()

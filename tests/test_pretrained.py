@@ -14,15 +14,15 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
-from zoo.pretrained import (
+from zoo.tools.export import export
+from zoo.weights.checkpoint import model_from_checkpoint
+from zoo.weights.pretrained import (
     adapt_input_conv,
     adapt_state_dict,
     convert_state_dict,
     list_tags,
 )
-from zoo.tools.export import export
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -101,7 +101,7 @@ def test_file_url_with_good_and_bad_hash(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "lenet-weights.pth"
     torch.save(src.state_dict(), path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    from zoo.pretrained import download
+    from zoo.weights.pretrained import download
 
     with pytest.raises(UserError, match="SHA-256 mismatch"):
         download(path.as_uri(), sha256="0" * 64)
@@ -138,7 +138,7 @@ def test_googlenet_tag_normalisation_matches_torchvision(tmp_path: Path) -> None
     # layer, so the tag records the normalisation those weights actually see
     import torchvision
 
-    from zoo.pretrained import IMAGENET_MEAN, IMAGENET_STD, get_tag
+    from zoo.weights.pretrained import IMAGENET_MEAN, IMAGENET_STD, get_tag
 
     ref = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True).eval()
     torch.save(ref.state_dict(), tmp_path / "googlenet.pth")
@@ -223,7 +223,7 @@ def test_timm_densenet_state_dict_loads(tmp_path: Path) -> None:
 
 
 def test_timm_tags_come_from_timm_configs() -> None:
-    from zoo.pretrained import cache_filename, get_tag
+    from zoo.weights.pretrained import cache_filename, get_tag
 
     a1 = get_tag("resnet50", "timm_a1_in1k")
     cfg = timm.models.get_pretrained_cfg("resnet50.a1_in1k")
@@ -254,7 +254,7 @@ def _place_fake_torchvision_resnet18(tmp_path: Path, monkeypatch) -> dict:
 
     import torchvision
 
-    from zoo.pretrained import all_tags, get_tag
+    from zoo.weights.pretrained import all_tags, get_tag
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
@@ -329,7 +329,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
 def test_tags_describe_their_source() -> None:
     info = zoo.model_info("resnet50")
     assert info["pretrained"][0] == "tv_in1k"
-    from zoo.pretrained import get_tag
+    from zoo.weights.pretrained import get_tag
 
     tag = get_tag("resnet50", "tv_in1k")
     assert tag.source.startswith("https://download.pytorch.org/") and tag.sha256
@@ -454,7 +454,7 @@ def test_rebuilt_model_refuses_weights_that_do_not_match_their_description(tmp_p
 def test_downloads_are_cached_per_url_not_per_file_name(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
-    from zoo.pretrained import download
+    from zoo.weights.pretrained import download
 
     sources = []
     for folder in ("a", "b"):

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
-from zoo.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.data import SyntheticDataModule
 from zoo.errors import UserError
 from zoo.tasks.recalibrate import run as recalibrate_task
 from zoo.tools.export import export
 from zoo.training import recalibrate_bn
+from zoo.weights.checkpoint import model_from_checkpoint, read_checkpoint
 
 
 class _BNDropoutNet(nn.Module):

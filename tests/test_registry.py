@@ -7,8 +7,8 @@ import torch
 
 import zoo
 from zoo.errors import UserError
+from zoo.models.registry import count_params
 from zoo.paths import ROOT
-from zoo.registry import count_params
 from zoo.tools.model_table import markdown_table
 
 

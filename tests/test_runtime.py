@@ -1,4 +1,4 @@
-"""The allocator policy (zoo.runtime): applied by default, and can be turned off."""
+"""The allocator policy (zoo.training.runtime): applied by default, and can be turned off."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from helpers import SYNTHETIC_TINY, run_train
 
 from zoo.errors import UserError
-from zoo.runtime import _glibc, configure_allocator, set_threads
+from zoo.training.runtime import _glibc, configure_allocator, set_threads
 
 # Allocate a 256 MiB tensor and count glibc's mmapped blocks while it lives (mallinfo2.hblks).
 PROBE = """
 import ctypes, sys, torch
-from zoo.runtime import configure_allocator
+from zoo.training.runtime import configure_allocator
 
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 

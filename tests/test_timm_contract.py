@@ -38,8 +38,8 @@ from zoo.models.base import ConvStackModel, FeatureInfo, FeatureNet
 from zoo.models.cliquenet import CliqueNet
 from zoo.models.lenet import LeNet5
 from zoo.models.odenet import ODEBlock
-from zoo.pretrained import WEIGHTS_DIR, all_tags
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
+from zoo.weights.pretrained import WEIGHTS_DIR, all_tags
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -309,7 +309,7 @@ def test_hydra_full_error_0_means_off(tmp_path: Path) -> None:
 
 
 def test_a_run_folder_inside_a_file_is_one_line(tmp_path: Path, capsys) -> None:
-    from zoo.cli import validate_overrides
+    from zoo.tasks.cli import validate_overrides
 
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit) as exit_info:

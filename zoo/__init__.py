@@ -1,7 +1,7 @@
 """The zoo: the classic convolutional lineage with one trainer and paper-faithful tables."""
 
-from zoo.factory import create_model, list_models, list_pretrained, model_info
-from zoo.registry import check_input_size, is_model, register_model
+from zoo.models.registry import check_input_size, is_model, register_model
+from zoo.weights.factory import create_model, list_models, list_pretrained, model_info
 
 __all__ = [
     "check_input_size",

@@ -1,4 +1,4 @@
-"""Where the project's own files are: the Hydra configs next to the package."""
+"""Where the project's own files are: the Hydra configs and the weights next to the package."""
 
 from pathlib import Path
 

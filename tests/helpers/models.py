@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 
 # The very large ImageNet models: built once each in their family tests (whose code the smaller
 # members also run); a CPU forward of every one in the whole-registry tests would dominate the

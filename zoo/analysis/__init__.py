@@ -6,7 +6,7 @@
   (Yao et al. 2018, "Hessian-based Analysis of Large Batch Training and Robustness to
   Adversaries"; Ghorbani et al. 2019 for the density).
 - :mod:`zoo.analysis.robustness` — accuracy under the FGSM and PGD (L∞) attacks of
-  :mod:`zoo.attacks`.
+  :mod:`zoo.analysis.attacks`.
 - :mod:`zoo.analysis.corrections` — minimal, stable, symbolic corrections of a piecewise-linear
   network's decision (Zhang, Solar-Lezama, Singh, NeurIPS 2018).
 

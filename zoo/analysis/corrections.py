@@ -48,7 +48,7 @@ from matplotlib.patches import Rectangle
 from scipy.optimize import linprog
 from torch import nn
 
-from zoo.attacks import pgd
+from zoo.analysis.attacks import pgd
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, pyplot
 
@@ -638,7 +638,7 @@ class FeatureSpace(nn.Module):
 def smallest_pgd(
     model: nn.Module, x: torch.Tensor, target: int, features, lo, hi, bisections: int = 8
 ) -> torch.Tensor | None:
-    """The input of class ``target`` found by targeted PGD (:func:`zoo.attacks.pgd`, 50
+    """The input of class ``target`` found by targeted PGD (:func:`zoo.analysis.attacks.pgd`, 50
     steps, L∞ in units of the feature ranges, only ``features`` changed) at the smallest ε a
     bisection on [0, 1] finds; None when ε = 1 fails."""
     space = FeatureSpace(model, x, features, lo, hi)

@@ -31,8 +31,7 @@ from torch import nn
 from zoo.analysis.landscape import evaluate, perturbed
 from zoo.evaluation.uncertainty import mean_stderr, precise_enough
 from zoo.io import atomic_write_figure, pyplot
-from zoo.models.base import main_output
-from zoo.modes import eval_mode
+from zoo.models.base import eval_mode, main_output
 
 Vector = list[torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

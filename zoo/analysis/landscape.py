@@ -29,7 +29,7 @@ from torch import nn
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_bytes, atomic_write_figure, pyplot
-from zoo.modes import eval_mode
+from zoo.models.base import eval_mode
 
 Direction = dict[str, torch.Tensor]
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]

@@ -1,5 +1,5 @@
-"""Accuracy under L∞ attack (FGSM, PGD from :mod:`zoo.attacks`) over a list of epsilons, for any
-``nn.Module``; epsilons in pixel units of [0, 1] images.
+"""Accuracy under L∞ attack (FGSM, PGD from :mod:`zoo.analysis.attacks`) over a list of epsilons,
+for any ``nn.Module``; epsilons in pixel units of [0, 1] images.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.attacks import ATTACKS, attack
+from zoo.analysis.attacks import ATTACKS, attack
 from zoo.errors import UserError
 from zoo.evaluation.uncertainty import Proportion
 from zoo.io import atomic_write_figure, pyplot
-from zoo.modes import eval_mode
+from zoo.models.base import eval_mode
 
 
 def robust_accuracy(

@@ -26,7 +26,7 @@ from zoo.bench.memory import saved_tensor_bytes
 from zoo.bench.timing import median_seconds
 from zoo.io import atomic_write_json
 from zoo.models.cliquenet import CliqueBlock
-from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
+from zoo.training.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 
 class EdgeLoopCliqueBlock(CliqueBlock):

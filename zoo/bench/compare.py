@@ -35,7 +35,7 @@ from zoo.evaluation.tables import format_cell, markdown_table
 from zoo.evaluation.uncertainty import wilson_interval
 from zoo.io import atomic_write_figure, atomic_write_text, pyplot, write_marked_block
 from zoo.models.base import main_output
-from zoo.registry import count_params
+from zoo.models.registry import count_params
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import zoo
 from zoo.data import FashionMNISTDataModule
 from zoo.io import atomic_write_json
-from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
+from zoo.training.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 BATCH = 128
 

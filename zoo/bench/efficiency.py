@@ -2,9 +2,9 @@
 
 ``python -m zoo.bench.efficiency [--out docs/performance/efficiency.json] [--doc DOC.md]``
 
-1. Allocator (``zoo.runtime``): cliquenet_k36_t12_ac training steps at batch 128 on 1×28×28 in fresh
-   processes under ``allocator=system`` and ``allocator=retain``, alternating, with the minor page
-   faults and kernel time of each step (``getrusage``).
+1. Allocator (``zoo.training.runtime``): cliquenet_k36_t12_ac training steps at batch 128 on
+   1×28×28 in fresh processes under ``allocator=system`` and ``allocator=retain``, alternating,
+   with the minor page faults and kernel time of each step (``getrusage``).
 2. Efficiency table: per model, training images/s at batch 128 on 1×28×28 (default and
    ``train.fast``, alternating timed steps), the effective rate 6 × MACs × images/s (forward 2 FLOPs
    per MAC, backward twice the forward) and its ratio to this machine's fp32 GEMM rate measured in
@@ -34,9 +34,9 @@ import torch
 import zoo
 from zoo.bench.complexity import count_macs
 from zoo.bench.timing import TrainingStep, gemm_gflops, median_seconds, time_alternating
-from zoo.fast import optimize
 from zoo.io import atomic_write_json, write_marked_block
-from zoo.runtime import configure_allocator
+from zoo.models.fast import optimize
+from zoo.training.runtime import configure_allocator
 
 MODELS = (
     "lenet5",

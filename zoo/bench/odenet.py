@@ -32,7 +32,7 @@ import torch
 import zoo
 from zoo.bench.memory import saved_tensor_bytes, status_mib
 from zoo.io import atomic_write_json, write_marked_block
-from zoo.runtime import ALLOCATOR_POLICIES, configure_allocator
+from zoo.training.runtime import ALLOCATOR_POLICIES, configure_allocator
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 

@@ -11,7 +11,7 @@ training steps; on a CPU it is the resident-set high-water mark (``VmHWM``, rese
 before the first step: gradients, optimizer state, activations and workspace.
 
 ``task.variants`` adds rows for zoo variants against the same reference: ``fast``
-(:func:`zoo.fast.optimize`: channels_last and exact convolution rewrites), ``channels_last``,
+(:func:`zoo.models.fast.optimize`: channels_last and exact convolution rewrites), ``channels_last``,
 ``memory_efficient`` (builders that accept it) and ``compile`` (``torch.compile``). Ratios are
 zoo / reference (higher is better for images/s, lower for memory).
 """
@@ -34,8 +34,8 @@ from zoo.bench.memory import status_mib
 from zoo.bench.timing import TrainingStep, time_alternating
 from zoo.errors import UserError
 from zoo.evaluation.tables import format_cell
-from zoo.fast import optimize
-from zoo.registry import count_params, get_model_entry
+from zoo.models.fast import optimize
+from zoo.models.registry import count_params, get_model_entry
 
 VARIANTS = ("default", "fast", "channels_last", "memory_efficient", "compile")
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.fast import to_fast_input
 from zoo.models.base import main_output
+from zoo.models.fast import to_fast_input
 
 
 def time_alternating(
@@ -64,8 +64,8 @@ class TrainingStep:
     inference on a fixed batch, ready to be timed.
 
     ``channels_last`` feeds the batch in channels_last memory format (for models converted with
-    :func:`zoo.fast.optimize` or ``.to(memory_format=torch.channels_last)``); ``compile`` runs the
-    model through ``torch.compile``.
+    :func:`zoo.models.fast.optimize` or ``.to(memory_format=torch.channels_last)``); ``compile``
+    runs the model through ``torch.compile``.
     """
 
     def __init__(

@@ -57,9 +57,9 @@ from torch.overrides import TorchFunctionMode
 
 from zoo.errors import UserError
 from zoo.evaluation.tables import markdown_table
-from zoo.factory import create_model
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 from zoo.training.debug import set_dropout
+from zoo.weights.factory import create_model
 
 # The smallest step of a re-measurement: below it float64 roundoff (1e-16 of the output, amplified
 # by the gradient) dominates the difference.

@@ -14,7 +14,7 @@ adaptive pool and 1024-wide FC layers.
 from torch import nn
 
 from zoo.models.base import ConvStackModel, make_linear_head, stack_feature_info
-from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
+from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
 
 PAPER = (
     "ImageNet Classification with Deep Convolutional Neural Networks "

@@ -313,6 +313,17 @@ def stack_stages(layers: nn.Sequential) -> list[nn.Sequential]:
     return stages
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Generator[nn.Module, None, None]:
+    """``model`` in eval mode (BatchNorm running statistics, no dropout); its mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def main_output(out: torch.Tensor | tuple) -> torch.Tensor:
     """The main logits of a forward pass: GoogLeNet in training returns (main, aux2, aux1)."""
     return out[0] if isinstance(out, tuple) else out

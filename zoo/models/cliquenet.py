@@ -49,7 +49,7 @@ from zoo.models.base import (
     make_linear_head,
     no_global_pool,
 )
-from zoo.registry import (
+from zoo.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelCfg,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import GlobalPool, ZooModel, checkpoint_seq, feature_modules, make_linear_head
-from zoo.registry import ModelCfg, register_model
+from zoo.models.registry import ModelCfg, register_model
 
 PAPER = "Going Deeper with Convolutions (Szegedy et al., CVPR 2015, arXiv:1409.4842)"
 

@@ -28,7 +28,7 @@ from zoo.models.base import (
     stack_feature_info,
     stack_stages,
 )
-from zoo.registry import ModelCfg, register_model
+from zoo.models.registry import ModelCfg, register_model
 
 PAPER = "Gradient-Based Learning Applied to Document Recognition (LeCun et al., Proc. IEEE 1998)"
 

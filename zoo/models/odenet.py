@@ -47,7 +47,7 @@ from zoo.models.base import (
     iter_stack,
     make_linear_head,
 )
-from zoo.registry import ModelCfg, PaperNumbers, register_model
+from zoo.models.registry import ModelCfg, PaperNumbers, register_model
 
 PAPER = "Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018, arXiv:1806.07366)"
 WIDTH = 64

@@ -21,7 +21,7 @@ from zoo.models.base import (
     make_linear_head,
     stack_feature_info,
 )
-from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
+from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
 
 PAPER = (
     "Very Deep Convolutional Networks for Large-Scale Image Recognition "

@@ -9,10 +9,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from zoo.checkpoint import model_from_checkpoint
 from zoo.data import InMemoryDataModule
 from zoo.errors import UserError
 from zoo.training.instantiate import build
+from zoo.weights.checkpoint import model_from_checkpoint
 
 
 def build_datamodule(

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.errors import UserError
 from zoo.evaluation.gradcheck import build_float64_model, check_gradients, format_report
 from zoo.io import atomic_write_json
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
 from zoo.training.module import builder_kwargs
 
 

@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig
 
 from zoo.analysis import landscape
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.io import atomic_write_json
 from zoo.tasks.common import load_checkpoint_and_data
+from zoo.weights.checkpoint import model_from_checkpoint
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

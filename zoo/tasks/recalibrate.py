@@ -14,12 +14,12 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from zoo.checkpoint import save_weights
 from zoo.errors import UserError
 from zoo.evaluation.metrics import evaluate_model
 from zoo.io import check_output_file
 from zoo.tasks.common import load_checkpoint_and_data
 from zoo.training.recalibrate import recalibrate_bn
+from zoo.weights.checkpoint import save_weights
 
 TEST_METRICS = {"acc1": "test_acc1", "acc5": "test_acc5", "loss": "test_loss"}
 

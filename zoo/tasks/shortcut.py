@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.analysis import hessian, landscape
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.io import atomic_write_figure, atomic_write_json, atomic_write_text, pyplot
 from zoo.paths import CONF_DIR
 from zoo.tasks import train
 from zoo.tasks.common import build_datamodule
+from zoo.weights.checkpoint import model_from_checkpoint
 
 CONF_MODEL = CONF_DIR / "model"
 

@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.checkpoint import load_strict, model_from_checkpoint, read_checkpoint, save_weights
 from zoo.errors import UserError
-from zoo.factory import create_model
 from zoo.io import atomic_write_bytes, check_output_file
-from zoo.registry import get_model_entry, is_model
+from zoo.models.registry import get_model_entry, is_model
+from zoo.weights.checkpoint import load_strict, model_from_checkpoint, read_checkpoint, save_weights
+from zoo.weights.factory import create_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
@@ -136,7 +136,7 @@ def load_model(
         raise UserError(f"{source} is neither a file nor a registered model: {err}") from None
     data: dict[str, Any] = {}
     if pretrained:
-        from zoo.pretrained import get_tag, list_tags
+        from zoo.weights.pretrained import get_tag, list_tags
 
         if pretrained in list_tags(source):
             tag = get_tag(source, pretrained)

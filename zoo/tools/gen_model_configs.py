@@ -11,8 +11,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from zoo.factory import list_models
-from zoo.registry import get_model_entry
+from zoo.models.registry import get_model_entry
+from zoo.weights.factory import list_models
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.factory import list_models, model_info
 from zoo.io import write_marked_block
+from zoo.weights.factory import list_models, model_info
 
 
 def markdown_table() -> str:

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
-from zoo.runtime import ALLOCATOR_POLICIES
+from zoo.training.runtime import ALLOCATOR_POLICIES
 
 PRECISIONS = (
     "64", "64-true", "32", "32-true", "16", "16-mixed", "16-true",

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_json
-from zoo.registry import DROPOUT_OPTIONS, check_builder_value, get_model_entry
+from zoo.models.registry import DROPOUT_OPTIONS, check_builder_value, get_model_entry
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.checkpoint import model_from_checkpoint
 from zoo.errors import UserError
 from zoo.models.base import main_output
-from zoo.pretrained import list_tags, resolve_source
-from zoo.registry import is_model
+from zoo.models.registry import is_model
+from zoo.weights.checkpoint import model_from_checkpoint
+from zoo.weights.pretrained import list_tags, resolve_source
 
 DISTILL_KEYS = ("teacher", "temperature", "alpha")
 

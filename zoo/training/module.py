@@ -12,18 +12,18 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.attacks import ATTACKS, attack
+from zoo.analysis.attacks import ATTACKS, attack
 from zoo.bench.complexity import count_macs
 from zoo.data.tta import check_tta, tta_logits
 from zoo.errors import UserError
-from zoo.factory import create_model
-from zoo.fast import optimize
-from zoo.registry import check_builder_value, check_input_size
+from zoo.models.fast import optimize
+from zoo.models.registry import check_builder_value, check_input_size
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
 from zoo.training.config_checks import number, optional, whole
 from zoo.training.debug import set_dropout
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 from zoo.training.instantiate import build
+from zoo.weights.factory import create_model
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ZooClassifier(pl.LightningModule):
         self.model = create_model(model_name, pretrained=pretrained, **model_kwargs)
         channels_last = channels_last or fast
         if fast:
-            optimize(self.model)  # exact convolution rewrites + channels_last (zoo.fast)
+            optimize(self.model)  # exact convolution rewrites + channels_last (zoo.models.fast)
         elif channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.adversarial = self._check_adversarial(adversarial)

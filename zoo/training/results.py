@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from zoo.errors import UserError
-from zoo.registry import count_params
+from zoo.models.registry import count_params
 from zoo.training.callbacks import TestCurve
 from zoo.training.recalibrate import RecalibrateBatchNorm
 

@@ -24,9 +24,9 @@ from safetensors.torch import save
 from torch import nn
 
 from zoo.errors import UserError
-from zoo.factory import create_model
 from zoo.io import atomic_write_bytes, atomic_write_json
-from zoo.pretrained import read_state_dict, unwrap_state_dict
+from zoo.weights.factory import create_model
+from zoo.weights.pretrained import read_state_dict, unwrap_state_dict
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 PICKLE_MAGIC = b"\x80"  # torch.save's legacy format: a pickle, protocol 2 or later

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import UserError
-from zoo.models.base import main_output
-from zoo.modes import eval_mode
+from zoo.models.base import eval_mode, main_output
 
 ATTACKS = ("fgsm", "pgd")
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_text
-from zoo.registry import (
+from zoo.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelCfg,
@@ -48,6 +48,7 @@ from zoo.registry import (
     model_names,
     pretrained_cfg,
 )
+from zoo.paths import ROOT
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -67,7 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS_DIR = ROOT / "weights"
 DOWNLOAD_TIMEOUT_S = 30
 _WEIGHTS_HINT = (
     "give a state dict saved with torch.save (.pth .pt .bin .ckpt) or a .safetensors file"

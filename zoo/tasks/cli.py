@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import RunInterrupted, UserError
 from zoo.paths import CONF_DIR
-from zoo.runtime import configure_allocator, set_threads
 from zoo.tasks import train
 from zoo.training.config_checks import check_no_missing_values
 from zoo.training.rundir import record_command
+from zoo.training.runtime import configure_allocator, set_threads
 
 
 def fail(message: str) -> None:

@@ -8,7 +8,7 @@ model it mirrors, the paper's printed numbers and how to convert foreign checkpo
 and the weights adaptation read these records; nothing else keeps lists of model names.
 
 This module is the lowest layer: the families import it, it imports none of them (importing
-``zoo`` registers every family, see ``zoo.factory``).
+``zoo`` registers every family, see ``zoo.weights.factory``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from torch import nn
 
 import zoo.models  # noqa: F401  (registers every family)
 from zoo.models.base import FeatureNet
-from zoo.pretrained import describe_weights, get_tag, list_tags, load_pretrained
-from zoo.registry import build_model, get_model_entry, model_names, num_params
+from zoo.models.registry import build_model, get_model_entry, model_names, num_params
+from zoo.weights.pretrained import describe_weights, get_tag, list_tags, load_pretrained
 
 __all__ = ["create_model", "list_models", "list_pretrained", "model_info"]
 
