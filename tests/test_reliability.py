@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SYNTHETIC_TINY, SimulatedCrash, cli, one_line_error, run_train
+from helpers import LENET_448, SYNTHETIC_TINY, SimulatedCrash, cli, one_line_error, run_train
 
 from zoo.errors import RunInterrupted, UserError
 
 # 4 epochs of 12 steps: small enough for a second, long enough to interrupt inside an epoch.
 RUN = [
-    "model=lenet5",
-    "data=synthetic",
-    "data.num_samples=448",
-    "data.val_size=64",
-    "data.num_test=64",
-    "data.image_size=28",
-    "data.in_chans=1",
-    "data.batch_size=32",
+    *LENET_448,
     "trainer.max_epochs=4",
     "trainer.log_every_n_steps=5",
-    "threads=1",
     "callbacks.test_curve=true",
 ]
 TIMING = {"seconds"}

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SYNTHETIC_TINY, cli, compose, needs_fmnist, one_line_error, run_train
+from helpers import (
+    LENET_448,
+    SYNTHETIC_TINY,
+    cli,
+    compose,
+    needs_fmnist,
+    one_line_error,
+    run_train,
+)
 
 import zoo
 from zoo.errors import UserError
@@ -242,24 +250,12 @@ def test_main_job_recipe_reaches_89_percent(tmp_path: Path) -> None:
     assert results["epochs"] == 10 and results["test_acc1"] >= 0.89
 
 
-# 448 synthetic 28x28 grey images: 12 steps of 32 per epoch, one thread.
-TINY_RUN = [
-    "model=lenet5",
-    "data=synthetic",
-    "data.num_samples=448",
-    "data.val_size=64",
-    "data.num_test=64",
-    "data.image_size=28",
-    "data.in_chans=1",
-    "data.batch_size=32",
-    "threads=1",
-]
 TESTS_ON_PATH = {"PYTHONPATH": str(Path(__file__).parent)}  # callbacks from tests/helpers
 
 
 def test_sigterm_saves_says_how_to_resume_and_exits_143(tmp_path: Path) -> None:
     stop = ["+callbacks.stop._target_=helpers.signal_at_step", "+callbacks.stop.step=5"]
-    args = [*TINY_RUN, "trainer.max_epochs=2", *stop, f"hydra.run.dir={tmp_path}"]
+    args = [*LENET_448, "trainer.max_epochs=2", *stop, f"hydra.run.dir={tmp_path}"]
     proc = cli("train.py", args, env_extra=TESTS_ON_PATH)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-2000:]
@@ -274,7 +270,7 @@ def test_sigterm_saves_says_how_to_resume_and_exits_143(tmp_path: Path) -> None:
 
 def test_refused_commands_and_evaluations_leave_a_run_folder_as_it_was(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    run_train(run, [*TINY_RUN, "trainer.max_epochs=1"])
+    run_train(run, [*LENET_448, "trainer.max_epochs=1"])
     (run / ".hydra").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text("- model=lenet5\n- data=synthetic\n")
     (run / ".hydra" / "config.yaml").write_text("model:\n  name: lenet5\n")
@@ -292,7 +288,7 @@ def test_refused_commands_and_evaluations_leave_a_run_folder_as_it_was(tmp_path:
         [
             "task=eval",
             f"ckpt_path={run}/checkpoints/best.ckpt",
-            *[a for a in TINY_RUN if a.startswith("data")],
+            *[a for a in LENET_448 if a.startswith("data")],
             here,
         ],
     )
@@ -335,11 +331,11 @@ def test_read_only_run_folders_are_one_line_errors(tmp_path: Path) -> None:
     prefix = _without_root_override()
     empty, finished = tmp_path / "empty", tmp_path / "finished"
     empty.mkdir()
-    run_train(finished, [*TINY_RUN, "trainer.max_epochs=1"])
+    run_train(finished, [*LENET_448, "trainer.max_epochs=1"])
     try:
         for folder, extra in ((empty, []), (finished, ["ckpt_path=last"])):  # new run, resume
             folder.chmod(0o555)
-            args = [*TINY_RUN, "trainer.max_epochs=2", *extra, f"hydra.run.dir={folder}"]
+            args = [*LENET_448, "trainer.max_epochs=2", *extra, f"hydra.run.dir={folder}"]
             line = one_line_error(cli("train.py", args, prefix=prefix))
             assert f"{folder} is not writable" in line, line
     finally:

@@ -32,6 +32,19 @@ SYNTHETIC_TINY = [
     "threads=2",
 ]
 
+# LeNet-5 on 448 synthetic 28x28 grey images: 12 steps of 32 per epoch, one thread.
+LENET_448 = [
+    "model=lenet5",
+    "data=synthetic",
+    "data.num_samples=448",
+    "data.val_size=64",
+    "data.num_test=64",
+    "data.image_size=28",
+    "data.in_chans=1",
+    "data.batch_size=32",
+    "threads=1",
+]
+
 
 def compose(
     overrides: list[str], config_name: str = "train", return_hydra_config: bool = False

@@ -13,8 +13,8 @@ adaptive pool and 1024-wide FC layers.
 
 from torch import nn
 
-from zoo.models.base import ConvStackModel, make_linear_head, stack_feature_info
-from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
+from zoo.models.base import ConvStackModel, fc_head, stack_feature_info
+from zoo.models.registry import ModelCfg, imagenet_cfg, register_model
 
 PAPER = (
     "ImageNet Classification with Deep Convolutional Neural Networks "
@@ -47,14 +47,8 @@ class AlexNet(ConvStackModel):
         self.num_features = 256
         self.hidden = hidden
         self.num_classes = num_classes
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            nn.Linear(256 * pool_size * pool_size, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            make_linear_head(hidden, num_classes),
+        self.classifier = fc_head(
+            256 * pool_size * pool_size, hidden, num_classes, dropout, dropout_first=True
         )
 
     @property
@@ -94,21 +88,17 @@ def create_alexnet(
     )
 
 
-def _cfg(**kwargs) -> ModelCfg:
-    return ModelCfg(
-        family="alexnet", paper=PAPER, first_conv="features.0", classifier="classifier.6", **kwargs
-    )
+LAYOUT = {"first_conv": "features.0", "classifier": "classifier.6"}
 
 
 @register_model(
-    _cfg(
-        input_size=(3, 224, 224),
-        num_classes=1000,
+    imagenet_cfg(
+        "alexnet",
+        PAPER,
         min_input_size=(3, 63, 63),
         pool_size=(6, 6),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         torchvision="alexnet",
+        **LAYOUT,
     )
 )
 def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
@@ -119,12 +109,15 @@ def alexnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5)
 
 
 @register_model(
-    _cfg(
+    ModelCfg(
+        family="alexnet",
+        paper=PAPER,
         input_size=(3, 32, 32),
         num_classes=10,
         min_input_size=(3, 8, 8),
         pool_size=(4, 4),
         data="cifar10",
+        **LAYOUT,
     )
 )
 def alexnet_cifar(*, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:

@@ -334,6 +334,20 @@ def make_linear_head(in_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
+def fc_head(
+    in_features: int, hidden: int, num_classes: int, dropout: float, dropout_first: bool
+) -> nn.Sequential:
+    """The flattened-grid head of AlexNet and VGG: two FC-``hidden`` layers with ReLU and dropout,
+    then the classifier. ``dropout_first`` puts each dropout before its FC layer (AlexNet,
+    torchvision's ``classifier.1/4/6``) instead of after its ReLU (VGG, ``classifier.0/3/6``)."""
+    layers: list[nn.Module] = []
+    for width in (in_features, hidden):
+        fc = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        drop = [nn.Dropout(p=dropout)]
+        layers += drop + fc if dropout_first else fc + drop
+    return nn.Sequential(*layers, make_linear_head(hidden, num_classes))
+
+
 def feature_take_indices(num_features: int, indices: int | Sequence[int] | None) -> list[int]:
     """Absolute, sorted feature indices: ``None`` all, an int ``n`` the last n, a sequence those
     (negative from the end); ``ValueError`` for an index out of range (timm's helper)."""

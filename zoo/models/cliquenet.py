@@ -55,6 +55,7 @@ from zoo.models.registry import (
     ModelCfg,
     PaperNumbers,
     PretrainedTag,
+    imagenet_cfg,
     register_model,
 )
 
@@ -518,15 +519,11 @@ def _imagenet_cfg(
     top5_error: float,
     weights: dict[str, PretrainedTag] | None = None,
 ) -> ModelCfg:
-    return ModelCfg(
-        family="cliquenet",
-        paper=PAPER,
-        input_size=(3, 224, 224),
-        num_classes=1000,
+    return imagenet_cfg(
+        "cliquenet",
+        PAPER,
         min_input_size=(3, 29, 29),
         first_conv="stem.0",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         reference="iboing/CliqueNet imagenet_pytorch/cliquenet.py",
         paper_numbers=PaperNumbers(
             source="Yang et al. 2018, ImageNet table (single crop)",

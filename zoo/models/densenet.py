@@ -30,7 +30,12 @@ from zoo.models.base import (
     iter_stack,
     make_linear_head,
 )
-from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
+from zoo.models.registry import (
+    ModelCfg,
+    PaperNumbers,
+    imagenet_cfg,
+    register_model,
+)
 
 PAPER = "Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv:1608.06993)"
 
@@ -316,17 +321,13 @@ def cifar_densenet(
 
 def _imagenet_cfg(name: str, paper_numbers: PaperNumbers | None = None) -> ModelCfg:
     """torchvision's and timm's model of the same name share our layout."""
-    return ModelCfg(
-        family="densenet",
-        paper=PAPER,
-        input_size=(3, 224, 224),
-        num_classes=1000,
+    return imagenet_cfg(
+        "densenet",
+        PAPER,
         min_input_size=(3, 29, 29),
         pool_size=(7, 7),
         first_conv="features.conv0",
         classifier="classifier",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         torchvision=name,
         timm=name,
         paper_numbers=paper_numbers,

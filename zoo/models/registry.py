@@ -42,6 +42,7 @@ __all__ = [
     "check_input_size",
     "count_params",
     "get_model_entry",
+    "imagenet_cfg",
     "is_model",
     "model_names",
     "num_params",
@@ -176,6 +177,18 @@ class ModelCfg:
     @property
     def classifiers(self) -> tuple[str, ...]:
         return (self.classifier,) if isinstance(self.classifier, str) else tuple(self.classifier)
+
+
+def imagenet_cfg(family: str, paper: str, **fields: Any) -> ModelCfg:
+    """A model made for ImageNet-1k: 224 px, 1,000 classes, the ImageNet mean and std, and
+    ``fields`` (the layout's names, its torchvision/timm twins, the paper's numbers, …)."""
+    defaults = {
+        "input_size": (3, 224, 224),
+        "num_classes": 1000,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }
+    return ModelCfg(family=family, paper=paper, **{**defaults, **fields})
 
 
 @dataclass(frozen=True)

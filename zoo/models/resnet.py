@@ -21,7 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import GlobalPool, ZooModel, checkpoint_seq, make_linear_head
-from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
+from zoo.models.registry import (
+    ModelCfg,
+    PaperNumbers,
+    imagenet_cfg,
+    register_model,
+)
 
 PAPER_HE = "Deep Residual Learning for Image Recognition (He et al., CVPR 2016, arXiv:1512.03385)"
 PAPER_LI = (
@@ -254,15 +259,11 @@ def cifar_resnet(
 
 def _imagenet_cfg(name: str) -> ModelCfg:
     """torchvision's and timm's model of the same name share our layout."""
-    return ModelCfg(
-        family="resnet",
-        paper=PAPER_HE,
-        input_size=(3, 224, 224),
-        num_classes=1000,
+    return imagenet_cfg(
+        "resnet",
+        PAPER_HE,
         min_input_size=(3, 1, 1),
         pool_size=(7, 7),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         torchvision=name,
         timm=name,
     )

@@ -18,10 +18,16 @@ from zoo.models.base import (
     ConvStackModel,
     GlobalPool,
     ZooModel,
+    fc_head,
     make_linear_head,
     stack_feature_info,
 )
-from zoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, PaperNumbers, register_model
+from zoo.models.registry import (
+    ModelCfg,
+    PaperNumbers,
+    imagenet_cfg,
+    register_model,
+)
 
 PAPER = (
     "Very Deep Convolutional Networks for Large-Scale Image Recognition "
@@ -107,15 +113,7 @@ class VGG(ConvStackModel):
         else:
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
             self.global_pool = None
-            self.classifier = nn.Sequential(
-                nn.Linear(512 * 7 * 7, 4096),
-                nn.ReLU(True),
-                nn.Dropout(p=dropout),
-                nn.Linear(4096, 4096),
-                nn.ReLU(True),
-                nn.Dropout(p=dropout),
-                make_linear_head(4096, num_classes),
-            )
+            self.classifier = fc_head(512 * 7 * 7, 4096, num_classes, dropout, dropout_first=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -178,17 +176,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 def _imagenet_cfg(name: str, params_m: float | None = None) -> ModelCfg:
     """torchvision's and timm's model of the same name (timm's head converted on loading);
     ``params_m`` as Table 2 prints it (the paper has no BatchNorm variants)."""
-    return ModelCfg(
-        family="vgg",
-        paper=PAPER,
-        input_size=(3, 224, 224),
-        num_classes=1000,
+    return imagenet_cfg(
+        "vgg",
+        PAPER,
         min_input_size=(3, 32, 32),
         pool_size=(7, 7),
         first_conv="features.0",
         classifier="classifier.6",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         torchvision=name,
         timm=name,
         paper_numbers=(

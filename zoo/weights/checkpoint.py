@@ -13,7 +13,6 @@ The statistics of the data it was trained on (mean, std of its training split) c
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.io import atomic_write_bytes, atomic_write_json
 from zoo.weights.factory import create_model
-from zoo.weights.pretrained import read_state_dict, unwrap_state_dict
+from zoo.weights.pretrained import read_state_dict, read_weights_description, unwrap_state_dict
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 PICKLE_MAGIC = b"\x80"  # torch.save's legacy format: a pickle, protocol 2 or later
@@ -55,33 +54,12 @@ def _check_file(path: Path) -> None:
             raise UserError(f"checkpoint {path} is truncated (its zip directory is missing)")
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    """The ``.json`` written beside exported weights: model name, builder arguments, data."""
-    meta = path.with_suffix(".json")
-    if not meta.is_file():
-        raise UserError(f"{path.name} needs its model config {meta.name} beside it")
-    try:
-        info = json.loads(meta.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{meta} is not readable JSON ({err}); export the weights again") from None
-    if (
-        not isinstance(info, dict)
-        or not isinstance(info.get("model"), str)
-        or not isinstance(info.get("model_kwargs"), dict)
-    ):
-        raise UserError(
-            f"{meta} lacks the model name ('model') or its builder arguments ('model_kwargs'); "
-            "export the weights again with python -m zoo.tools.export"
-        )
-    return info
-
-
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors of a zoo checkpoint and its ``info``: ``model``, ``model_kwargs``, ``data``."""
     path = Path(path).expanduser()
     _check_file(path)
     if path.suffix == ".safetensors":
-        info = _read_sidecar(path)
+        info = read_weights_description(path)
         try:
             sd = read_state_dict(path)
         except SafetensorError as err:

@@ -181,7 +181,7 @@ def _own_tags() -> dict[str, dict[str, PretrainedTag]]:
     tags: dict[str, dict[str, PretrainedTag]] = {}
     for meta_path in sorted(WEIGHTS_DIR.glob("*.json")):
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_weights_description(meta_path.with_suffix(".safetensors"))
             data = meta.get("data", {})
             tag = PretrainedTag(
                 source=meta_path.with_suffix(".safetensors").name,
@@ -196,7 +196,7 @@ def _own_tags() -> dict[str, dict[str, PretrainedTag]]:
                 license="mit",  # the project's
             )
             tags.setdefault(meta["model"], {})[meta.get("tag", "fmnist")] = tag
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (UserError, KeyError, TypeError, AttributeError) as err:
             log.warning("skipping %s: not a readable weights description (%s)", meta_path, err)
     return tags
 
@@ -511,16 +511,23 @@ def describe_weights(model: nn.Module, name: str, tag: str) -> None:
     model.pretrained_cfg = model.default_cfg = cfg
 
 
-def _read_sidecar(meta_path: Path) -> dict[str, Any]:
-    """The model description beside an exported .safetensors file."""
+def read_weights_description(path: Path) -> dict[str, Any]:
+    """The ``.json`` written beside the exported weights ``path`` (``python -m zoo.tools.export``):
+    model name, builder arguments, data, metrics and the command that trained them."""
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        raise UserError(f"{path.name} needs its model config {meta.name} beside it")
     try:
-        info = json.loads(meta_path.read_text())
-        if not isinstance(info, dict) or not isinstance(info.get("model"), str):
-            raise ValueError("no model name")
-        info["model_kwargs"] = dict(info.get("model_kwargs") or {})
-    except (OSError, ValueError, TypeError) as err:
+        info = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{meta} is not readable JSON ({err}); export the weights again") from None
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("model"), str)
+        or not isinstance(info.get("model_kwargs"), dict)
+    ):
         raise UserError(
-            f"{meta_path} is not a readable model description ({_reason(err)}): export the "
-            "weights again with python -m zoo.tools.export"
-        ) from None
+            f"{meta} lacks the model name ('model') or its builder arguments ('model_kwargs'); "
+            "export the weights again with python -m zoo.tools.export"
+        )
     return info
