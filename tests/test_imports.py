@@ -200,6 +200,20 @@ def test_algorithms_never_read_a_config() -> None:
     assert not offenders, offenders
 
 
+def test_only_the_tasks_read_a_config() -> None:
+    """Below the entry points only zoo.tasks imports omegaconf or hydra; besides it, the builder of
+    ``_target_`` nodes (the classifier's optimizer and schedule, as in lightning-hydra-template)
+    and the command-line tools, which read the configs saved in run folders."""
+    readers = ("zoo.tasks", "zoo.training.instantiate", "zoo.tools")
+    offenders = {
+        name: sorted(found)
+        for name in MODULES
+        if not _in(name, readers)
+        and (found := {m for m in config_readers_imported(name) if _in(m, ("omegaconf", "hydra"))})
+    }
+    assert not offenders, offenders
+
+
 def test_layers_are_in_order() -> None:
     """models -> weights -> data -> training -> tasks: nothing imports a layer above its own."""
     upward = {

@@ -387,7 +387,7 @@ def test_a_misspelt_optimized_metric_is_an_error_not_nan(tmp_path: Path) -> None
 def test_max_epochs_minus_one_is_fine_with_a_budget() -> None:
     from helpers import compose
 
-    from zoo.training.config_checks import check_train_config
+    from zoo.tasks.config_checks import check_train_config
 
     for budget in ("train.budget_s=5", "+trainer.max_steps=10"):
         check_train_config(compose(["trainer.max_epochs=-1", budget]))

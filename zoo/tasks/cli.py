@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.errors import RunInterrupted, UserError
 from zoo.paths import CONF_DIR
 from zoo.tasks import train
-from zoo.training.config_checks import check_no_missing_values
-from zoo.training.rundir import record_command
+from zoo.tasks.common import record_command
+from zoo.tasks.config_checks import check_no_missing_values
 from zoo.training.runtime import configure_allocator, set_threads
 
 

@@ -1,16 +1,19 @@
-"""What several tasks read from a config: the data module of ``data=...``, and the checkpoint of
-``ckpt_path=...`` with the data to analyse it on."""
+"""What several tasks read from a config: the data module of ``data=...``, the checkpoint of
+``ckpt_path=...`` with the data to analyse it on, and Hydra's record of the command."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoo.data import InMemoryDataModule
 from zoo.errors import UserError
+from zoo.io import atomic_write_text
 from zoo.training.instantiate import build
 from zoo.weights.checkpoint import model_from_checkpoint
 
@@ -58,3 +61,28 @@ def load_checkpoint_and_data(
             "channels (the data it was trained on)"
         )
     return model, info, dm
+
+
+def record_command(out: Path, cfg: DictConfig, *, replace: bool = True) -> None:
+    """Hydra's record of the command in ``out/.hydra`` (config.yaml, hydra.yaml, overrides.yaml).
+
+    The configs set ``hydra.output_subdir: null`` so that Hydra does not write it before the
+    command's checks; the zoo writes it here once they passed, for the Hydra job whose run folder
+    ``out`` is (nothing outside a Hydra job). ``replace=False`` keeps a record already there.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    job_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default=None)
+    if job_dir is None or Path(job_dir).resolve() != out.resolve():
+        return
+    record = out / ".hydra"
+    if record.exists() and not replace:
+        return
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+    }
+    for name, text in files.items():
+        atomic_write_text(record / name, text)

@@ -17,8 +17,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_json, atomic_write_text
-from zoo.tasks.common import build_datamodule
-from zoo.training.config_checks import check_train_config
+from zoo.tasks.common import build_datamodule, record_command
+from zoo.tasks.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
 from zoo.training.fit import (
     AtomicCheckpointIO,
@@ -31,7 +31,7 @@ from zoo.training.fit import (
 from zoo.training.instantiate import build, build_all
 from zoo.training.module import optimizer_factory
 from zoo.training.results import collect_results, optimized_metric, print_summary
-from zoo.training.rundir import check_run_dir, record_command, replacing, run_lock, writable
+from zoo.training.rundir import check_run_dir, replacing, run_lock, writable
 from zoo.training.runtime import configure_allocator, set_threads
 
 log = logging.getLogger(__name__)

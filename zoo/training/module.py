@@ -19,10 +19,10 @@ from zoo.errors import UserError
 from zoo.models.fast import optimize
 from zoo.models.registry import check_builder_value, check_input_size
 from zoo.training.callbacks import LastCheckpoint, TrainingClock
-from zoo.training.config_checks import number, optional, whole
 from zoo.training.debug import set_dropout
 from zoo.training.distill import Teacher, check_distill, kd_loss, load_teacher
 from zoo.training.instantiate import build
+from zoo.training.value_checks import number, optional, whole
 from zoo.weights.factory import create_model
 
 log = logging.getLogger(__name__)

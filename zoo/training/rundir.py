@@ -7,8 +7,8 @@ deletes it only when the new run has really started (it wrote ``last.ckpt`` or `
 a new run that fails before that, or is killed, gets the old run put back (at the latest by the
 next command in the folder). A lock file with the owner's PID keeps a second process out of a
 folder in use; a lock whose process is gone is stale and taken over. Hydra's record of the command
-(``.hydra/``) is written by :func:`record_command` once the command has passed its checks, so a
-refused command leaves the record of the run in the folder as it was.
+(``.hydra/``) is written by the task once the command has passed its checks, so a refused command
+leaves the record of the run in the folder as it was.
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-
 from zoo.errors import UserError
-from zoo.io import atomic_write_text
 
 RUN_FILES = ("config.yaml", "metrics.csv", "results.json", "checkpoints", "tensorboard")
 # Everything a training run writes into its folder: what overwrite=true replaces (Hydra's job log,
@@ -115,31 +111,6 @@ def replacing(out: Path, replace: bool) -> Iterator[None]:
         yield
     finally:
         settle_overwrite(out)
-
-
-def record_command(out: Path, cfg: DictConfig, *, replace: bool = True) -> None:
-    """Hydra's record of the command in ``out/.hydra`` (config.yaml, hydra.yaml, overrides.yaml).
-
-    The configs set ``hydra.output_subdir: null`` so that Hydra does not write it before the
-    command's checks; the zoo writes it here once they passed, for the Hydra job whose run folder
-    ``out`` is (nothing outside a Hydra job). ``replace=False`` keeps a record already there.
-    """
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.instance().cfg
-    job_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default=None)
-    if job_dir is None or Path(job_dir).resolve() != out.resolve():
-        return
-    record = out / ".hydra"
-    if record.exists() and not replace:
-        return
-    files = {
-        "config.yaml": OmegaConf.to_yaml(cfg),
-        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
-        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
-    }
-    for name, text in files.items():
-        atomic_write_text(record / name, text)
 
 
 def not_writable(out: Path, err: OSError) -> UserError:

@@ -19,52 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 from zoo.training.runtime import ALLOCATOR_POLICIES
+from zoo.training.value_checks import (
+    batch_limit,
+    is_int,
+    number,
+    optional,
+    probability,
+    split_size,
+    whole,
+)
 
 PRECISIONS = (
     "64", "64-true", "32", "32-true", "16", "16-mixed", "16-true",
     "bf16", "bf16-mixed", "bf16-true", "transformer-engine", "transformer-engine-float16",
 )  # fmt: skip
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def whole(minimum: int) -> Callable[[Any], bool]:
-    return lambda v: _is_int(v) and v >= minimum
-
-
-def number(minimum: float, *, strict: bool = False, maximum: float | None = None):
-    def ok(v: Any) -> bool:
-        if not _is_number(v) or v != v:
-            return False
-        above = v > minimum if strict else v >= minimum
-        return above and (maximum is None or v <= maximum)
-
-    return ok
-
-
-def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-def probability(v: Any) -> bool:
-    """A dropout-like probability: in [0, 1)."""
-    return _is_number(v) and 0 <= v < 1
-
-
-def split_size(v: Any) -> bool:
-    """``data.val_size``: a count >= 0 or a fraction in [0, 1)."""
-    return (_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v < 1.0)
-
-
-def batch_limit(v: Any) -> bool:
-    """Lightning's ``limit_*_batches``: a count >= 0 or a fraction in [0, 1]."""
-    return v is None or (_is_int(v) and v >= 0) or (_is_number(v) and 0.0 <= v <= 1.0)
 
 
 # key: (check, what a valid value looks like)
@@ -73,8 +41,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "threads": (optional(whole(1)), "a whole number >= 1, or null for the default"),
     "allocator": (lambda v: v in ALLOCATOR_POLICIES, " or ".join(ALLOCATOR_POLICIES)),
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
-    "trainer.max_epochs": (lambda v: _is_int(v) and (v >= 1 or v == -1), "a whole number >= 1"),
-    "trainer.max_steps": (lambda v: _is_int(v) and (v >= 1 or v == -1), "a whole number >= 1"),
+    "trainer.max_epochs": (lambda v: is_int(v) and (v >= 1 or v == -1), "a whole number >= 1"),
+    "trainer.max_steps": (lambda v: is_int(v) and (v >= 1 or v == -1), "a whole number >= 1"),
     "trainer.precision": (lambda v: str(v) in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
     "trainer.limit_train_batches": (batch_limit, "a count >= 0 or a fraction in [0, 1]"),
     "trainer.limit_val_batches": (batch_limit, "a count >= 0 or a fraction in [0, 1]"),
@@ -147,7 +115,7 @@ def has_budget(cfg: DictConfig) -> bool:
     max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
     return bool(
         OmegaConf.select(cfg, "train.budget_s", default=None)
-        or (_is_int(max_steps) and max_steps > 0)
+        or (is_int(max_steps) and max_steps > 0)
         or OmegaConf.select(cfg, "trainer.max_time", default=None)
     )
 
