@@ -158,7 +158,7 @@ ALGORITHMS = (
 # The top of the package: the public API (zoo/__init__.py), subpackages, and the three helpers
 # every layer uses (one-line user errors, atomic writes, the project's own folders).
 TOP_LEVEL_MODULES = {"zoo", "zoo.errors", "zoo.io", "zoo.paths"}
-CONFIG_READERS = ("omegaconf", "hydra", "zoo.tasks", "zoo.training.run")
+CONFIG_READERS = ("omegaconf", "hydra", "zoo.tasks")
 
 
 def _in(name: str, prefixes: tuple[str, ...]) -> bool:
