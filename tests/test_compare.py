@@ -147,3 +147,23 @@ def test_runs_of_different_recipes_are_not_averaged(tmp_path: Path) -> None:
     full = by_budget[""]
     assert full["test top-1 (%)"] == "94.53 ± 0.14" and full["runs"] == "2 (fashion_mnist)"
     assert full["wall (s)"] == 2050 and full["params"] == by_budget["900"]["params"]
+
+
+def test_runs_of_two_experiments_at_one_budget_are_two_rows(tmp_path: Path) -> None:
+    base = {"model": "resnet20", "dataset": "fashion_mnist", "epochs": 4, "budget_s": 300}
+    runs = {
+        "speed0": {**base, "test_acc1": 0.925, "wall_time_s": 301, "recipe": "fmnist_speedrun"},
+        "speed1": {**base, "test_acc1": 0.927, "wall_time_s": 303, "recipe": "fmnist_speedrun"},
+        "budget": {**base, "test_acc1": 0.915, "wall_time_s": 302, "recipe": "budget_fmnist"},
+    }
+    for name, results in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    rows = run(_compose(tmp_path / "out", ["models=[resnet20]", f"runs=[{tmp_path}/*]"]))
+    by_recipe = {r["_recipe"]: r["test top-1 (%)"] for r in rows}
+    assert by_recipe == {
+        "fmnist_speedrun, 300 s budget": "92.60 ± 0.14",
+        "budget_fmnist, 300 s budget": "91.50",
+    }
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| 2 (fashion_mnist) | fmnist_speedrun | 4 |" in table

@@ -95,6 +95,18 @@ def _cli(args: list[str]) -> subprocess.Popen:
     return cli("train.py", args)
 
 
+def test_results_name_the_experiment_a_run_followed(tmp_path: Path) -> None:
+    """compare keeps runs of two recipes apart by this name (a speedrun and a budget run of one
+    model at one budget); a run composed without experiment=... records none."""
+    tiny = ["model=lenet5", "train.budget_s=3", *SYNTHETIC_TINY, "data.image_size=28", "threads=1"]
+    for name, args in (("speedrun", ["experiment=fmnist_speedrun"]), ("plain", [])):
+        proc = _cli([*args, *tiny, f"hydra.run.dir={tmp_path / name}"])
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    speedrun = json.loads((tmp_path / "speedrun" / "results.json").read_text())
+    assert speedrun["recipe"] == "fmnist_speedrun" and speedrun["budget_s"] == 3
+    assert json.loads((tmp_path / "plain" / "results.json").read_text())["recipe"] is None
+
+
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     args = [
         "model=lenet5",

@@ -52,6 +52,7 @@ COLUMNS = [
     "test top-1 (%)",
     "top-1 95% CI (%)",
     "runs",
+    "recipe",
     "epochs",
     "wall (s)",
     "budget (s)",
@@ -124,9 +125,11 @@ RunGroup = tuple[str, str, str]  # (model, dataset, recipe): runs averaged into 
 
 
 def recipe_of(run: dict) -> str:
-    """What makes runs of one model comparable: the same wall-clock budget, or (without one) the
-    same number of epochs. Seeds of a recipe are averaged; each recipe gets its own row."""
-    return f"{run['budget_s']:g} s budget" if run.get("budget_s") else f"{run['epochs']} epochs"
+    """What makes runs of one model comparable: the same experiment config (when the run recorded
+    it) and the same wall-clock budget, or (without one) the same number of epochs. Seeds of a
+    recipe are averaged; each recipe gets its own row."""
+    length = f"{run['budget_s']:g} s budget" if run.get("budget_s") else f"{run['epochs']} epochs"
+    return f"{run['recipe']}, {length}" if run.get("recipe") else length
 
 
 def collect_runs(patterns: list[str]) -> dict[RunGroup, list[dict]]:
@@ -156,6 +159,7 @@ def _with_runs(row: dict, matching: list[dict]) -> dict:
         else f"{accs[0]:.2f}"
     )
     row["runs"] = f"{len(accs)} ({matching[0]['dataset']})"
+    row["recipe"] = matching[0].get("recipe") or ""
     row["epochs"] = "/".join(sorted({str(r["epochs"]) for r in matching}))
     row["wall (s)"] = statistics.mean(r["wall_time_s"] for r in matching)
     row["budget (s)"] = f"{matching[0]['budget_s']:g}" if matching[0].get("budget_s") else ""

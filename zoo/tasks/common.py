@@ -63,6 +63,13 @@ def load_checkpoint_and_data(
     return model, info, dm
 
 
+def experiment_name() -> str | None:
+    """The ``experiment=...`` a Hydra job composed (the recipe a run followed), None outside one."""
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.select(HydraConfig.instance().cfg, "hydra.runtime.choices.experiment")
+
+
 def record_command(out: Path, cfg: DictConfig, *, replace: bool = True) -> None:
     """Hydra's record of the command in ``out/.hydra`` (config.yaml, hydra.yaml, overrides.yaml).
 

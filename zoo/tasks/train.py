@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_json, atomic_write_text
-from zoo.tasks.common import build_datamodule, record_command
+from zoo.tasks.common import build_datamodule, experiment_name, record_command
 from zoo.tasks.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
 from zoo.training.fit import (
@@ -81,7 +81,9 @@ def run(cfg: DictConfig) -> float:
             )
             if not lead:
                 return float(trainer.checkpoint_callback.best_model_score or 0.0)
-            results = collect_results(trainer, module, dm.describe(), clock, test_metrics, cfg.seed)
+            results = collect_results(
+                trainer, module, dm.describe(), clock, test_metrics, cfg.seed, experiment_name()
+            )
             atomic_write_json(out / "results.json", results)
     print_summary(results, out)
     return optimized_metric(results, cfg.get("optimized_metric", "best_val_acc1"), out)

@@ -22,9 +22,11 @@ def collect_results(
     clock: dict[str, Any],
     test_metrics: dict[str, float],
     seed: int,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
     """The entries of ``results.json``. The module adds its own (``module.results``: its metrics,
-    and ``macs`` when it knows its input size)."""
+    and ``macs`` when it knows its input size). ``recipe`` names the experiment config the run
+    followed, so that reports never average runs of two recipes."""
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score
     best_score = float(best) if best is not None else None
@@ -39,6 +41,7 @@ def collect_results(
         "wall_time_s": round(clock["elapsed_s"], 2),
         "images_seen": clock["images"],
         "budget_s": clock["budget_s"],
+        "recipe": recipe,
         **module.results(test_metrics, best_score, checkpoint.monitor),
         "seed": seed,
         "threads": torch.get_num_threads(),
