@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from helpers import SYNTHETIC_TINY, compose, run_train
 from torch import nn
 
-from zoo import attacks, stats
-from zoo.analysis import hessian, landscape, robustness
+from zoo.analysis import attacks, hessian, landscape, robustness
 from zoo.errors import UserError
+from zoo.evaluation import uncertainty as stats
 from zoo.tasks import hessian as hessian_task
 from zoo.tasks import landscape as landscape_task
 from zoo.tasks import robustness as robustness_task
