@@ -89,7 +89,8 @@ compare: setup
 		hydra.run.dir=runs/evaluate/compare
 
 # Every small-input family trained on Fashion-MNIST with one recipe and the same 15-minute budget
-# (experiment=budget_fmnist), then the comparison table with their accuracy (docs/comparison.md).
+# (experiment=budget_fmnist), then the comparison table with their accuracy (docs/comparison.md),
+# with the speedrun recipe's ResNet-20 rows when `make speedrun` has run.
 # About 2 h 20 min on 2 cores; rerun to resume: finished models are skipped, an interrupted one
 # continues from its last checkpoint (one stopped before its first checkpoint starts over).
 BUDGET_MODELS := lenet5 alexnet_cifar vgg11_bn_cifar googlenet_cifar resnet20 resnet20_noshort \
@@ -100,8 +101,9 @@ compare-budget: setup
 		$(PY) train.py experiment=budget_fmnist model=$$m threads=2 hydra.run.dir=$$d \
 			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
 	done
-	$(PY) evaluate.py task=compare threads=2 "runs=[runs/budget/*/results.json]" output_dir=docs \
-		hydra.run.dir=runs/evaluate/compare-budget
+	$(PY) evaluate.py task=compare threads=2 output_dir=docs hydra.run.dir=runs/evaluate/compare-budget \
+		"runs=[runs/budget/*/results.json$$(ls runs/speedrun/fmnist_speedrun-*/results.json >/dev/null 2>&1 \
+		&& echo ,runs/speedrun/fmnist_speedrun-*/results.json)]"
 
 # Budgeted Training's finding checked on LeNet-5: linear decay to zero against step decay (/10 at
 # 50 % and 75 % of the budget) at three budgets, two seeds each (about 15 min on 2 cores; resumable).
