@@ -5,11 +5,11 @@ MACs and the papers' FLOPs (2 × MACs), training memory at a stated batch (bytes
 backward), inference and training throughput (images/s, warm-up then the median of repeats, the
 same threads for every model, all in one run) and, from training runs (``results.json``), test
 top-1 as mean ± std over the seeds of one recipe (and its 95 % Wilson interval, the test set being
-a sample) with epochs, wall time and budget — one row per recipe (budget or epochs), never averaged
-across recipes — beside the papers' CIFAR-10 errors where they exist. Writes
-``comparison.md`` (the tables between ``<!-- comparison:begin -->`` and ``<!-- comparison:end -->``,
-so the prose of an existing doc around them stays), ``comparison.csv``, ``comparison.tex`` and
-``comparison.png`` (accuracy against MACs and params, one marker per family).
+a sample) with epochs, wall time and budget — one row per recipe (experiment config with its budget
+or epochs), never averaged across recipes — beside the papers' CIFAR-10 errors where they exist.
+Writes ``comparison.md`` (the tables between ``<!-- comparison:begin -->`` and
+``<!-- comparison:end -->``, so the prose of an existing doc around them stays), ``comparison.csv``,
+``comparison.tex`` and ``comparison.png`` (accuracy against MACs and params, one marker per family).
 """
 
 from __future__ import annotations
