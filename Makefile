@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation weights weights-cliquenet bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation weights weights-cliquenet equal-size bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -76,6 +76,20 @@ weights-cliquenet: setup
 	test -f $(CLIQUE_RUN)/results.json || $(VENV)/bin/$(CLIQUE_TRAIN) ckpt_path=last
 	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
 		--command "$(CLIQUE_TRAIN), each later piece resumed with ckpt_path=last"
+
+# CliqueNet vs DenseNet at equal growth rate and layers per block (k=36, T=12; the authors'
+# README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2
+# equal-size` trains the two side by side (about 6 h for CliqueNet, 4 h for DenseNet at 10 epochs;
+# resumable). Table in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
+EQUAL_SIZE_EPOCHS := 10
+EQUAL_SIZE_DIR := runs/equal-size-$(EQUAL_SIZE_EPOCHS)ep
+equal-size: $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0/results.json $(EQUAL_SIZE_DIR)/densenet16_k36-seed0/results.json
+	$(PY) -m zoo.tools.seed_table $(EQUAL_SIZE_DIR) --time-to 90 92 94 --write docs/cliquenet.md --marker equal-size
+
+$(EQUAL_SIZE_DIR)/%-seed0/results.json: | setup
+	$(PY) train.py experiment=cliquenet_fmnist_weights model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) \
+		threads=1 seed=0 hydra.run.dir=$(@D) \
+		$$(test -f $(@D)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
