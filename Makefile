@@ -7,6 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
+# The overrides that continue a run in folder $(1) from its last checkpoint, or start it afresh.
+resume = $$(test -f $(1)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
+
 .PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation weights weights-cliquenet equal-size bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
@@ -89,7 +92,7 @@ equal-size: $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0/results.json $(EQUAL_SIZE_
 $(EQUAL_SIZE_DIR)/%-seed0/results.json: | setup
 	$(PY) train.py experiment=cliquenet_fmnist_weights model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) \
 		threads=1 seed=0 hydra.run.dir=$(@D) \
-		$$(test -f $(@D)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
+		$(call resume,$(@D))
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
@@ -113,7 +116,7 @@ compare-budget: setup
 	@for m in $(BUDGET_MODELS); do \
 		d=runs/budget/$$m; test -f $$d/results.json && continue; \
 		$(PY) train.py experiment=budget_fmnist model=$$m threads=2 hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+			$(call resume,$$d) || exit 1; \
 	done
 	$(PY) evaluate.py task=compare threads=2 output_dir=docs hydra.run.dir=runs/evaluate/compare-budget \
 		"runs=[runs/budget/*/results.json$$(ls runs/speedrun/fmnist_speedrun-*/results.json >/dev/null 2>&1 \
@@ -127,7 +130,7 @@ budget-schedules: setup
 		d=runs/budget-schedules/lenet5-$$s-$${b}s-seed$$seed; test -f $$d/results.json && continue; \
 		$(PY) train.py experiment=budget_fmnist model=lenet5 scheduler=$$s train.budget_s=$$b \
 			seed=$$seed callbacks.test_curve=false threads=2 hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+			$(call resume,$$d) || exit 1; \
 	done; done; done
 	$(PY) -m zoo.tools.budget_schedules runs/budget-schedules --write docs/training.md
 
@@ -141,7 +144,7 @@ speedrun: setup
 	@for seed in $(SEEDS); do for v in fmnist_speedrun budget_fmnist; do \
 		d=runs/speedrun/$$v-$(SPEEDRUN_BUDGET)s-seed$$seed; test -f $$d/results.json && continue; \
 		$(SPEEDRUN) experiment=$$v model=resnet20 seed=$$seed hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+			$(call resume,$$d) || exit 1; \
 	done; done
 	$(PY) -m zoo.tools.seed_table runs/speedrun --time-to 92 93 94 --write docs/training.md --marker speedrun
 
@@ -153,7 +156,7 @@ speedrun-ablation: setup
 	@for seed in $(SEEDS); do for a in $(ABLATION); do \
 		d=runs/speedrun-ablation/$${a%%:*}-seed$$seed; test -f $$d/results.json && continue; \
 		$(SPEEDRUN) experiment=fmnist_speedrun seed=$$seed $${a#*:} hydra.run.dir=$$d \
-			$$(test -f $$d/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true) || exit 1; \
+			$(call resume,$$d) || exit 1; \
 	done; done
 	$(PY) -m zoo.tools.seed_table runs/speedrun-ablation --time-to 92 93 94 \
 		--write docs/training.md --marker speedrun-ablation
