@@ -10,7 +10,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 # The overrides that continue a run in folder $(1) from its last checkpoint, or start it afresh.
 resume = $$(test -f $(1)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation weights weights-cliquenet equal-size bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation speedrun-whiten weights weights-cliquenet equal-size bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -148,18 +148,28 @@ speedrun: setup
 	done; done
 	$(PY) -m zoo.tools.seed_table runs/speedrun --time-to 92 93 94 --write docs/training.md --marker speedrun
 
-# The speedrun recipe with each piece removed in turn, and with batch 128 instead of 64
-# (NAME:OVERRIDE), three seeds each (about 110 min on the whole machine at 300 s).
-ABLATION := recipe: no_ema:callbacks.ema=false no_tta:train.tta=null \
-	no_smoothing:train.label_smoothing=0.0 no_fast:train.fast=false batch128:data.batch_size=128
-speedrun-ablation: setup
-	@for seed in $(SEEDS); do for a in $(ABLATION); do \
-		d=runs/speedrun-ablation/$${a%%:*}-seed$$seed; test -f $$d/results.json && continue; \
-		$(SPEEDRUN) experiment=fmnist_speedrun seed=$$seed $${a#*:} hydra.run.dir=$$d \
+# $(call ablate,DIR,NAME:OVERRIDE ...): the speedrun recipe with each override, three seeds each,
+# seeds interleaved, finished runs skipped; then the seed table into docs/training.md under the
+# marker named like DIR.
+ablate = for seed in $(SEEDS); do for a in $(2); do \
+		d=$(1)/$${a%%:*}-seed$$seed; test -f $$d/results.json && continue; \
+		$(SPEEDRUN) experiment=fmnist_speedrun seed=$$seed $${a\#*:} hydra.run.dir=$$d \
 			$(call resume,$$d) || exit 1; \
-	done; done
-	$(PY) -m zoo.tools.seed_table runs/speedrun-ablation --time-to 92 93 94 \
-		--write docs/training.md --marker speedrun-ablation
+	done; done; \
+	$(PY) -m zoo.tools.seed_table $(1) --time-to 92 93 94 --write docs/training.md --marker $(notdir $(1))
+
+# The speedrun recipe with each piece removed in turn, and with batch 128 instead of 64
+# (about 110 min on the whole machine at 300 s).
+ABLATION := recipe: no_ema:callbacks.ema=false no_tta:train.tta=null \
+	no_smoothing:train.label_smoothing=0.0 no_fast:train.fast=false batch128:data.batch_size=128 \
+	no_whiten:callbacks.whiten=false
+speedrun-ablation: setup
+	@$(call ablate,runs/speedrun-ablation,$(ABLATION))
+
+# The patch-whitening first convolution, side by side with the recipe without it (about 35 min at
+# 300 s; docs/training.md#ablation).
+speedrun-whiten: setup
+	@$(call ablate,runs/speedrun-whiten,recipe:callbacks.whiten=false whiten:)
 
 # Side-by-side benchmarks against torchvision/timm (docs/performance.md; about 30 min on 2 cores).
 BENCH = $(PY) evaluate.py task=benchmark threads=2
