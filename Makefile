@@ -10,7 +10,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 # The overrides that continue a run in folder $(1) from its last checkpoint, or start it afresh.
 resume = $$(test -f $(1)/checkpoints/last.ckpt && echo ckpt_path=last || echo overwrite=true)
 
-.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation speedrun-whiten weights weights-cliquenet equal-size bench-odenet compare bench time-to-accuracy
+.PHONY: setup data test test-slow train lint models bench-cliquenet bench-efficiency compare-budget budget-schedules speedrun speedrun-ablation speedrun-whiten weights weights-cliquenet save-progress equal-size bench-odenet compare bench time-to-accuracy
 
 setup: $(STAMP) data
 
@@ -70,12 +70,23 @@ weights: setup
 	$(PY) -m zoo.tools.export runs/weights/resnet20/checkpoints/best.ckpt weights/resnet20_fmnist.safetensors \
 		--command "python train.py experiment=resnet20_fmnist threads=2 hydra.run.dir=runs/weights/resnet20"
 
+# Long runs outlive a wiped work tree through a committed copy of their newest checkpoint:
+# `make save-progress` copies the last.ckpt of each unfinished long run to $(PROGRESS)/ (commit
+# it; a finished run's copy is deleted), and each long run's target starts from that copy when its
+# own folder has none, so the schedule goes on where the copy left it.
+PROGRESS := weights/in-progress
+progress_copy = $(PROGRESS)/$(patsubst runs/%,%,$(1))/last.ckpt
+restore = test -f $(1)/checkpoints/last.ckpt || test ! -f $(call progress_copy,$(1)) \
+	|| { mkdir -p $(1)/checkpoints && cp $(call progress_copy,$(1)) $(1)/checkpoints/last.ckpt \
+	&& echo "$(1): resuming from $(call progress_copy,$(1))"; }
+
 # Our CliqueNet Fashion-MNIST weights: one 30-epoch schedule (ResNet-20's recipe, dropout off,
-# about 30 min an epoch on one thread here), run in pieces: rerun the target to resume from the
+# 30-45 min an epoch on one thread here), run in pieces: rerun the target to resume from the
 # last checkpoint (written every 15 minutes); the export runs once training has finished.
 CLIQUE_RUN := runs/weights/cliquenet
 CLIQUE_TRAIN := python train.py experiment=cliquenet_fmnist_weights threads=1 hydra.run.dir=$(CLIQUE_RUN)
 weights-cliquenet: setup
+	@$(call restore,$(CLIQUE_RUN))
 	test -f $(CLIQUE_RUN)/results.json || $(VENV)/bin/$(CLIQUE_TRAIN) ckpt_path=last
 	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
 		--command "$(CLIQUE_TRAIN), each later piece resumed with ckpt_path=last"
@@ -90,9 +101,20 @@ equal-size: $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0/results.json $(EQUAL_SIZE_
 	$(PY) -m zoo.tools.seed_table $(EQUAL_SIZE_DIR) --time-to 90 92 94 --write docs/cliquenet.md --marker equal-size
 
 $(EQUAL_SIZE_DIR)/%-seed0/results.json: | setup
+	@$(call restore,$(@D))
 	$(PY) train.py experiment=cliquenet_fmnist_weights model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) \
 		threads=1 seed=0 hydra.run.dir=$(@D) \
 		$(call resume,$(@D))
+
+LONG_RUNS := $(CLIQUE_RUN) $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0 $(EQUAL_SIZE_DIR)/densenet16_k36-seed0
+save-progress:
+	@for run in $(LONG_RUNS); do \
+		copy=$(PROGRESS)/$${run#runs/}/last.ckpt; \
+		if [ -f $$run/results.json ]; then rm -f $$copy; \
+		elif [ -f $$run/checkpoints/last.ckpt ]; then mkdir -p $$(dirname $$copy) \
+			&& cp $$run/checkpoints/last.ckpt $$copy.part && mv $$copy.part $$copy && echo "$$copy"; \
+		fi; \
+	done
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).

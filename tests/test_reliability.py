@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import LENET_448, SYNTHETIC_TINY, SimulatedCrash, cli, one_line_error, run_train
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from zoo.errors import RunInterrupted, UserError
+from zoo.training.callbacks import BestCheckpoint
 
 # 4 epochs of 12 steps: small enough for a second, long enough to interrupt inside an epoch.
 RUN = [
@@ -254,6 +257,31 @@ def test_a_resume_with_nothing_to_resume_starts_clean_or_refuses(tmp_path: Path)
     with pytest.raises(UserError, match="finished run .* has no checkpoints/last.ckpt to resume"):
         run_train(tmp_path, [*one_epoch, "ckpt_path=last"])
     assert _snapshot(tmp_path) == before
+
+
+def test_a_run_restored_from_its_last_ckpt_alone_tests_a_checkpoint_that_exists(
+    tmp_path: Path,
+) -> None:
+    # A folder rebuilt from a copy of last.ckpt (make save-progress) has lost the best.ckpt that
+    # the checkpoint's state names. With lr 1e-30 (LeNet-5 has no BatchNorm) no later epoch beats
+    # the lost best, so only a best tracked again from the resumed epoch leaves one to test.
+    frozen = [*RUN, "optim.lr=1e-30"]
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=26"]
+    with pytest.raises(SimulatedCrash):
+        run_train(tmp_path, [*frozen, *crash])
+    last = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    shutil.rmtree(tmp_path)
+    (tmp_path / "checkpoints").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(last)
+    results = run_train(tmp_path, [*frozen, "ckpt_path=last"])
+    assert results["epochs"] == 4
+    assert torch.load(results["best_checkpoint"], weights_only=True)["epoch"] == 2
+
+
+def test_the_best_checkpoint_state_resumes_from_lightnings_own() -> None:
+    ours = BestCheckpoint(monitor="val/acc1", mode="max", every_n_epochs=1)
+    lightnings = ModelCheckpoint(monitor="val/acc1", mode="max", every_n_epochs=1)
+    assert ours.state_key == lightnings.state_key
 
 
 def test_an_overwrite_killed_before_its_first_checkpoint_gives_the_old_run_back(

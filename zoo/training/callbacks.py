@@ -1,5 +1,5 @@
-"""Trainer callbacks of the zoo: the training clock and budget, ``last.ckpt``, the test curve, the
-moving average of the weights.
+"""Trainer callbacks of the zoo: the training clock and budget, ``best.ckpt`` and ``last.ckpt``, the
+test curve, the moving average of the weights.
 
 Each keeps its state in the checkpoint, so a run resumed with ``ckpt_path=last`` continues its
 clock, its budget and its time-to-accuracy curve where the interrupted piece stopped.
@@ -7,6 +7,7 @@ clock, its budget and its time-to-accuracy curve where the interrupted piece sto
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint, WeightAveraging
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, WeightAveraging
 
 from zoo.data.tta import tta_logits
+
+log = logging.getLogger(__name__)
 
 
 class TrainingClock(pl.Callback):
@@ -118,6 +121,32 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that survives a resume without its file: a run resumed from
+    a ``last.ckpt`` copied to a fresh folder (``make save-progress``) no longer has the
+    ``best.ckpt`` its state names, so the best is tracked again from the resumed epoch on, and the
+    final test takes a checkpoint that exists instead of failing after the last epoch."""
+
+    @property
+    def state_key(self) -> str:
+        # Lightning's own key, so checkpoints written with ModelCheckpoint resume into this one
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if self.best_model_path and not Path(self.best_model_path).is_file():
+            log.warning(
+                "the best checkpoint %s of the resumed run is gone: the best is tracked again "
+                "from this epoch on",
+                self.best_model_path,
+            )
+            self.best_model_path = ""
+            self.best_model_score = None
+            self.best_k_models = {}
+            self.kth_best_model_path = ""
+            self.kth_value = torch.tensor(float("-inf" if self.mode == "max" else "inf"))
 
 
 class WeightEMA(WeightAveraging):
