@@ -115,6 +115,15 @@ def test_resume_refuses_another_model_naming_the_options(tmp_path: Path) -> None
         run_train(tmp_path, [*base, "model=lenet5", "ckpt_path=last", "trainer.max_epochs=2"])
 
 
+def test_resume_may_switch_memory_efficient_recomputation(tmp_path: Path) -> None:
+    base = [*SYNTHETIC_TINY, "data.image_size=16", "data.in_chans=1", "model=densenet16_k36"]
+    run_train(tmp_path, [*base, "trainer.max_epochs=1", "model.memory_efficient=false"])
+    on = [*base, "trainer.max_epochs=2", "model.memory_efficient=true", "ckpt_path=last"]
+    assert run_train(tmp_path, on)["epochs"] == 2
+    with pytest.raises(UserError, match=r"other model options \(drop_rate: 0.0 -> 0.2\)"):
+        run_train(tmp_path, [*on, "trainer.max_epochs=3", "model.drop_rate=0.2"])
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", b"PK\x03\x04truncated"])
 def test_bad_checkpoint_files_are_one_line_errors(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "bad.ckpt"

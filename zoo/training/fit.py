@@ -99,8 +99,14 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+# Builder options that change how a model computes, not what: a run that ran out of memory
+# resumes with memory_efficient=true (recomputation in backward), and the other way round.
+EXECUTION_OPTIONS = frozenset({"memory_efficient"})
+
+
 def check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """A resume must continue the same model: name the builder options that differ."""
+    """A resume must continue the same model: name the builder options that differ (options
+    in ``EXECUTION_OPTIONS`` may change)."""
     if not saved:
         return
     if saved.get("model_name") != current.get("model_name"):
@@ -110,7 +116,7 @@ def check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path)
             "run (another hydra.run.dir)"
         )
     a, b = dict(saved.get("model_kwargs") or {}), dict(current.get("model_kwargs") or {})
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    differ = sorted(k for k in (set(a) | set(b)) - EXECUTION_OPTIONS if a.get(k) != b.get(k))
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ)
         raise UserError(
