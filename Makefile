@@ -93,6 +93,7 @@ weights-cliquenet: setup
 	test -f $(CLIQUE_RUN)/results.json || $(VENV)/bin/$(CLIQUE_TRAIN) ckpt_path=last
 	$(PY) -m zoo.tools.export $(CLIQUE_RUN)/checkpoints/best.ckpt weights/cliquenet_k36_t12_ac_fmnist.safetensors \
 		--command "$(CLIQUE_TRAIN), each later piece resumed with ckpt_path=last"
+	$(PY) -m zoo.tools.curve_table $(CLIQUE_RUN) --write docs/performance.md --marker cliquenet-curve
 
 # CliqueNet vs DenseNet at equal growth rate and layers per block (k=36, T=12; the authors'
 # README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2

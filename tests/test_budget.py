@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import SYNTHETIC_TINY, SimulatedCrash, StepRecorder, run_train
+from helpers import LENET_448, SYNTHETIC_TINY, SimulatedCrash, StepRecorder, run_train
 
 from zoo.training.schedules import cosine, linear, multistep, onecycle
 
@@ -116,3 +116,27 @@ def test_seed_table_groups_seeds_and_averages_the_times_to_accuracy(tmp_path: Pa
     rows = markdown_table(groups, [93, 94]).splitlines()
     assert rows[2] == "| no_ema | 1 | 93.50 ± 0.00 | 200 (1/1) | — | 2.0 | 120,000 |"
     assert rows[3] == "| recipe | 2 | 94.20 ± 0.14 | 155 (2/2) | 195 (2/2) | 2.0 | 120,000 |"
+
+
+def test_curve_table_shows_a_schedule_in_progress_then_finished(tmp_path: Path) -> None:
+    from zoo.tools.curve_table import main, markdown_table, read_curve
+
+    run = [*LENET_448, "trainer.max_epochs=4", "callbacks.test_curve=true"]
+    crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=26"]
+    with pytest.raises(SimulatedCrash):  # in epoch 3: last.ckpt holds two epochs
+        run_train(tmp_path, [*run, *crash])
+    so_far, finished = read_curve(tmp_path)
+    assert not finished and [p["epoch"] for p in so_far] == [1, 2]
+    assert markdown_table(so_far, finished).endswith("newest checkpoint, after epoch 2)")
+    results = run_train(tmp_path, [*run, "ckpt_path=last"])
+    curve, finished = read_curve(tmp_path)
+    assert finished and curve == results["test_curve"] and curve[:2] == so_far
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- curve:begin -->\nold\n<!-- curve:end -->\nafter\n")
+    main([str(tmp_path), "--write", str(doc)])
+    rows = doc.read_text().splitlines()
+    assert rows[0] == "before" and rows[-1] == "after" and len(rows) == 2 + 2 + 4 + 2
+    top1 = 100 * curve[3]["test_acc1"]
+    assert rows[-3] == f"| 4 | {curve[3]['seconds']:,.0f} | {top1:.2f} |"
+    with pytest.raises(SystemExit, match="neither results.json nor"):
+        read_curve(tmp_path / "checkpoints")
