@@ -123,8 +123,12 @@ def test_curve_table_shows_a_schedule_in_progress_then_finished(tmp_path: Path) 
 
     run = [*LENET_448, "trainer.max_epochs=4", "callbacks.test_curve=true"]
     crash = ["+callbacks.crash._target_=helpers.crash_at_step", "+callbacks.crash.step=26"]
+    minutely = ["callbacks.checkpoint_every_min=1e-9"]  # last.ckpt after every step
+    with pytest.raises(SimulatedCrash):  # in epoch 1, after a mid-epoch last.ckpt
+        run_train(tmp_path, [*run, *crash[:1], "+callbacks.crash.step=5", *minutely])
+    assert markdown_table(*read_curve(tmp_path)) == "(in progress: no epoch has finished yet)"
     with pytest.raises(SimulatedCrash):  # in epoch 3: last.ckpt holds two epochs
-        run_train(tmp_path, [*run, *crash])
+        run_train(tmp_path, [*run, *crash, "ckpt_path=last"])
     so_far, finished = read_curve(tmp_path)
     assert not finished and [p["epoch"] for p in so_far] == [1, 2]
     assert markdown_table(so_far, finished).endswith("newest checkpoint, after epoch 2)")

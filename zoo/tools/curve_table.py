@@ -29,12 +29,14 @@ def read_curve(run_dir: Path) -> tuple[list[dict[str, Any]], bool]:
         curve, finished = state.get("TestCurve", {}).get("curve"), False
     else:
         raise SystemExit(f"{run_dir} holds neither results.json nor checkpoints/last.ckpt")
-    if not curve:
+    if curve is None or (finished and not curve):
         raise SystemExit(f"{run_dir} has no test curve: train with callbacks.test_curve=true")
     return curve, finished
 
 
 def markdown_table(curve: list[dict[str, Any]], finished: bool) -> str:
+    if not curve:
+        return "(in progress: no epoch has finished yet)"
     rows = ["| epoch | training seconds | test top-1 (%) |", "|---:|---:|---:|"]
     rows += [f"| {p['epoch']} | {p['seconds']:,.0f} | {100 * p['test_acc1']:.2f} |" for p in curve]
     if not finished:
