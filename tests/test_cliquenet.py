@@ -9,7 +9,12 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.bench.complexity import count_macs
-from zoo.models.cliquenet import CliqueBlock, CliqueNet, convert_official_state_dict
+from zoo.models.cliquenet import (
+    CliqueBlock,
+    CliqueNet,
+    Transition,
+    convert_official_state_dict,
+)
 
 # Our exact counts (default options, 10/1000 classes); the papers' printed counts are the models'
 # records, compared in tests/test_model_data.py.
@@ -379,3 +384,21 @@ def test_official_checkpoint_through_create_model(tmp_path) -> None:
         ours, theirs = model(x), official_forward(sd, x, (6, 6, 6, 6))
     assert torch.isfinite(theirs).all()
     assert (ours - theirs).abs().max().item() <= 1e-4 * max(1.0, theirs.abs().max().item())
+
+
+@pytest.mark.parametrize("side", [8, 7], ids=["even: attention after the pool", "odd"])
+def test_attentional_transition_is_attention_then_pool(side: int) -> None:
+    # The paper's order (attention on the full map, then the 2x2 average pool), by hand.
+    torch.manual_seed(0)
+    trans = Transition(6, attention=True, drop_rate=0.0).train()
+    x = torch.randn(4, 6, side, side, dtype=torch.float64, requires_grad=True)
+    trans.double()
+    t = trans.conv(F.relu(trans.bn(x)))
+    w = torch.sigmoid(trans.attention.fc2(F.relu(trans.attention.fc1(t.mean((2, 3))))))
+    expected = F.avg_pool2d(t * w[:, :, None, None], 2)
+    grads = torch.autograd.grad(expected.square().sum(), [x, *trans.parameters()])
+    out = trans(x)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad(out.square().sum(), [x, *trans.parameters()])
+    for g, want in zip(got, grads, strict=True):
+        torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
