@@ -386,7 +386,7 @@ def test_official_checkpoint_through_create_model(tmp_path) -> None:
     assert (ours - theirs).abs().max().item() <= 1e-4 * max(1.0, theirs.abs().max().item())
 
 
-@pytest.mark.parametrize("side", [8, 7], ids=["even: attention after the pool", "odd"])
+@pytest.mark.parametrize("side", [8, 7], ids=["even", "odd"])
 def test_attentional_transition_is_attention_then_pool(side: int) -> None:
     # The paper's order (attention on the full map, then the 2x2 average pool), by hand.
     torch.manual_seed(0)
