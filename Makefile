@@ -110,15 +110,13 @@ $(EQUAL_SIZE_DIR)/%-seed0/results.json: | setup
 		threads=1 seed=0 hydra.run.dir=$(@D) \
 		$(call resume,$(@D))
 
+# $(call save_copy,RUN,COPY): RUN's last.ckpt to COPY (atomically), or no COPY once RUN has finished.
+save_copy = if [ -f $(1)/results.json ]; then rm -f $(2); \
+	elif [ -f $(1)/checkpoints/last.ckpt ]; then mkdir -p $(dir $(2)) \
+	&& cp $(1)/checkpoints/last.ckpt $(2).part && mv $(2).part $(2) && echo $(2); fi;
 LONG_RUNS := $(CLIQUE_RUN) $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0 $(EQUAL_SIZE_DIR)/densenet16_k36-seed0
 save-progress:
-	@for run in $(LONG_RUNS); do \
-		copy=$(PROGRESS)/$${run#runs/}/last.ckpt; \
-		if [ -f $$run/results.json ]; then rm -f $$copy; \
-		elif [ -f $$run/checkpoints/last.ckpt ]; then mkdir -p $$(dirname $$copy) \
-			&& cp $$run/checkpoints/last.ckpt $$copy.part && mv $$copy.part $$copy && echo "$$copy"; \
-		fi; \
-	done
+	@$(foreach run,$(LONG_RUNS),$(call save_copy,$(run),$(call progress_copy,$(run))))
 
 # ODE-Net: training memory vs NFE with and without the adjoint (docs/odenet_bench.json + table in
 # docs/odenet.md).
