@@ -51,7 +51,9 @@ def _lightning_ckpt(
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoints" / f"{name}.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
-    (run / "results.json").write_text(json.dumps({"test_acc1": 0.5, "epochs": 1, "other": 3}))
+    pieces = [{"command": "python train.py model=resnet20", "from_step": 0, "to_step": 9}]
+    results = {"test_acc1": 0.5, "epochs": 1, "other": 3, "pieces": pieces}
+    (run / "results.json").write_text(json.dumps(results))
     return ckpt, module.model.eval()
 
 
@@ -65,6 +67,7 @@ def test_export_cli_writes_weights_and_config(tmp_path: Path, capsys) -> None:
     assert meta["model"] == "resnet20" and meta["model_kwargs"]["shortcut"] == "A"
     assert meta["data"]["mean"] == [0.5] and meta["metrics"] == {"test_acc1": 0.5, "epochs": 1}
     assert meta["command"] == "python train.py model=resnet20"
+    assert meta["pieces"] == [{"command": meta["command"], "from_step": 0, "to_step": 9}]
     assert not list(out.parent.glob(".*tmp"))  # atomic writes leave no temp files
     x = torch.randn(2, 1, 28, 28)
     model, info = model_from_checkpoint(out)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from helpers import LENET_448, SYNTHETIC_TINY, SimulatedCrash, cli, one_line_err
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from zoo.errors import RunInterrupted, UserError
-from zoo.training.callbacks import BestCheckpoint
+from zoo.training.callbacks import BestCheckpoint, TrainingClock
 
 # 4 epochs of 12 steps: small enough for a second, long enough to interrupt inside an epoch.
 RUN = [
@@ -344,6 +345,23 @@ def test_a_stop_signal_mid_epoch_saves_last_ckpt_and_resumes(
     resumed = run_train(out, [*RUN, "callbacks.checkpoint_every_min=null", "ckpt_path=last"])
     for key in ("epochs", "global_steps", "best_val_acc1", "test_acc1", "test_loss", "images_seen"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+    # the two pieces split the steps and the training time
+    steps = [(p["from_step"], p["to_step"]) for p in resumed["pieces"]]
+    assert steps == [(0, 31), (31, full["global_steps"])]
+    seconds = sum(p["training_s"] for p in resumed["pieces"])
+    assert seconds == pytest.approx(resumed["wall_time_s"], abs=0.02)
+
+
+def test_a_run_resumed_from_a_checkpoint_without_pieces_records_them_as_one() -> None:
+    """Checkpoints written before the clock kept its pieces: all they did is one earlier piece
+    with no command, which ends where the resumed piece starts."""
+    clock = TrainingClock()
+    clock.load_state_dict({"elapsed_s": 5.0, "images": 640, "budget_s": None})
+    clock.command = "python train.py ckpt_path=last"
+    clock.on_train_start(SimpleNamespace(global_step=7), None)
+    earlier, now = clock.run_pieces()
+    assert earlier == {"command": None, "from_step": 0, "to_step": 7, "training_s": 5.0}
+    assert now["command"] == clock.command and now["from_step"] == now["to_step"] == 7
 
 
 @pytest.mark.parametrize(

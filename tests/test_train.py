@@ -137,6 +137,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     b = json.loads((killed_dir / "results.json").read_text())
     for key in ("epochs", "global_steps", "best_val_acc1", "test_acc1", "test_loss"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    # results.json records each piece's command line and steps; the killed piece ends at the
+    # step of the checkpoint the second one resumed from
+    command = " ".join(["python", "train.py", f"hydra.run.dir={killed_dir}", *args])
+    assert [p["command"] for p in b["pieces"]] == [command, f"{command} ckpt_path=last"]
+    assert b["pieces"][0]["to_step"] == b["pieces"][1]["from_step"] > 0
+    assert b["pieces"][1]["to_step"] == b["global_steps"]
+    assert [(p["from_step"], p["to_step"]) for p in a["pieces"]] == [(0, a["global_steps"])]
 
 
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:

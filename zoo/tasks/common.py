@@ -70,6 +70,16 @@ def experiment_name() -> str | None:
     return OmegaConf.select(HydraConfig.instance().cfg, "hydra.runtime.choices.experiment")
 
 
+def command_line(script: str) -> str:
+    """The command of the running Hydra job, ``python SCRIPT`` and its overrides (Hydra's own
+    ones, such as ``hydra.run.dir``, included); "" outside a Hydra job."""
+    if not HydraConfig.initialized():
+        return ""
+    overrides = HydraConfig.instance().cfg.hydra.overrides
+    given = [o for o in overrides.hydra if not o.startswith("hydra.mode=")] + list(overrides.task)
+    return " ".join(["python", script, *given])
+
+
 def record_command(out: Path, cfg: DictConfig, *, replace: bool = True) -> None:
     """Hydra's record of the command in ``out/.hydra`` (config.yaml, hydra.yaml, overrides.yaml).
 

@@ -11,25 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from zoo.errors import UserError
 from zoo.evaluation.metrics import evaluate_model
 from zoo.io import check_output_file
-from zoo.tasks.common import load_checkpoint_and_data
+from zoo.tasks.common import command_line, load_checkpoint_and_data
 from zoo.training.recalibrate import recalibrate_bn
 from zoo.weights.checkpoint import save_weights
 
 TEST_METRICS = {"acc1": "test_acc1", "acc5": "test_acc5", "loss": "test_loss"}
-
-
-def _command() -> str:
-    try:
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:  # called outside Hydra (tests)
-        return ""
-    return "python evaluate.py " + " ".join(overrides)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -64,7 +55,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     metrics = {**info.get("metrics", {}), **{v: after[k] for k, v in TEST_METRICS.items()}}
     earlier = info.get("command", "")
-    command = f"{earlier}; then {_command()}" if earlier else _command()
+    command = command_line("evaluate.py")
+    command = f"{earlier}; then {command}" if earlier else command
     meta = save_weights(
         model,
         info,

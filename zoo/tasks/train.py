@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from zoo.errors import UserError
 from zoo.io import atomic_write_json, atomic_write_text
-from zoo.tasks.common import build_datamodule, experiment_name, record_command
+from zoo.tasks.common import build_datamodule, command_line, experiment_name, record_command
 from zoo.tasks.config_checks import check_train_config
 from zoo.training.console import quiet_third_party
 from zoo.training.fit import (
@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> float:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         dm = build_datamodule(cfg.data, "fit", seed=cfg.seed)
         module = build_module(cfg, dm)
+        module.clock.command = command_line("train.py")  # kept in results.json's "pieces"
         resume, resume_step = resolve_resume(cfg.ckpt_path, out / "checkpoints", module)
         trainer = build_trainer(cfg)
         with writable(out), replacing(out, replace):

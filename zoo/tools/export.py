@@ -69,8 +69,9 @@ def export(ckpt: Path, out: Path, tag: str = "fmnist", command: str = "") -> dic
     if results is not None:
         r = json.loads(results.read_text())
         metrics = {k: r[k] for k in RESULT_METRICS if r.get(k) is not None}
-        if r.get("bn_recalibration"):  # callbacks.recalibrate_bn: what the statistics came from
-            extra["bn_recalibration"] = r["bn_recalibration"]
+        for key in ("pieces", "bn_recalibration"):  # the run's pieces; what BN statistics came from
+            if r.get(key):
+                extra[key] = r[key]
     return save_weights(
         model,
         info,

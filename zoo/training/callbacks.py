@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class TrainingClock(pl.Callback):
-    """Training wall time and images seen, summed over every resumed piece of a run.
+    """Training wall time and images seen, summed over every resumed piece of a run, and the
+    record of those pieces (:meth:`run_pieces`: each one's command and steps, in results.json).
 
     With ``budget_s`` the run stops after the first step that reaches the budget (Li, Yumer &
     Ramanan, ICLR 2020); the validation of that last, partial epoch still runs.
@@ -34,7 +36,11 @@ class TrainingClock(pl.Callback):
         self.budget_s = budget_s
         self.previous_s = 0.0  # time of the pieces before this one
         self.images = 0
+        self.command = ""  # this piece's command line, set by the task that runs it
+        self.pieces: list[dict[str, Any]] = []  # the earlier pieces, as the checkpoint kept them
+        self._piece: dict[str, Any] | None = None  # this piece, once training started
         self._piece_start: float | None = None
+        self._piece_from_s = 0.0  # the run's training time when this piece started
         self.now = time.perf_counter  # the time source (tests drive a simulated one)
 
     @property
@@ -59,22 +65,60 @@ class TrainingClock(pl.Callback):
         return min(1.0, self.elapsed() / self.budget_s) if self.budget_s else 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._piece_start = self.now()
+        step = trainer.global_step
+        if self.pieces and self.pieces[-1].get("to_step") is None:  # an unrecorded earlier piece
+            self.pieces[-1]["to_step"] = step
+        self._piece_start, self._piece_from_s = self.now(), self.previous_s
+        self._piece = {
+            "command": self.command or None,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "threads": torch.get_num_threads(),
+            "from_step": step,
+            "to_step": step,
+        }
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.previous_s, self._piece_start = self.elapsed(), None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.images += len(batch[1]) * trainer.world_size
+        if self._piece is not None:
+            self._piece["to_step"] = trainer.global_step
         if self.budget_s and self.elapsed() >= self.budget_s:
             trainer.should_stop = True
 
+    def run_pieces(self) -> list[dict[str, Any]]:
+        """Every piece of the run up to now: its command, start (UTC), threads, the optimizer
+        steps it took (``from_step`` to ``to_step``) and its training seconds. A run resumed from a
+        checkpoint that kept no pieces starts with one entry for all it did before, command None."""
+        pieces = [dict(piece) for piece in self.pieces]
+        if self._piece is not None:
+            training_s = self.elapsed() - self._piece_from_s
+            pieces.append({**self._piece, "training_s": round(training_s, 2)})
+        return pieces
+
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed_s": self.elapsed(), "images": self.images, "budget_s": self.budget_s}
+        return {
+            "elapsed_s": self.elapsed(),
+            "images": self.images,
+            "budget_s": self.budget_s,
+            "pieces": self.run_pieces(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.previous_s = float(state_dict.get("elapsed_s", 0.0))
         self.images = int(state_dict.get("images", 0))
+        self.pieces = [dict(piece) for piece in state_dict.get("pieces", [])]
+        if not self.pieces and self.previous_s > 0:  # written before the clock kept its pieces
+            self.pieces = [
+                {
+                    "command": None,
+                    "from_step": 0,
+                    "to_step": None,
+                    "training_s": round(self.previous_s, 2),
+                }
+            ]
+        self._piece = None
 
 
 def training_clock(trainer: pl.Trainer) -> TrainingClock | None:

@@ -41,6 +41,7 @@ def collect_results(
         "wall_time_s": round(clock["elapsed_s"], 2),
         "images_seen": clock["images"],
         "budget_s": clock["budget_s"],
+        "pieces": clock["pieces"],  # each resumed piece's command, steps and training seconds
         "recipe": recipe,
         **module.results(test_metrics, best_score, checkpoint.monitor),
         "seed": seed,
