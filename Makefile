@@ -99,16 +99,20 @@ weights-cliquenet: setup
 # README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2
 # equal-size` trains the two side by side (about 6 h for CliqueNet, 4 h for DenseNet at 10 epochs;
 # resumable). Table in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
+# A finished run's results.json is copied to docs/comparison/ (committed: the table's input outlives
+# runs/, and a finished run is not trained again in a fresh checkout).
 EQUAL_SIZE_EPOCHS := 10
 EQUAL_SIZE_DIR := runs/equal-size-$(EQUAL_SIZE_EPOCHS)ep
-equal-size: $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0/results.json $(EQUAL_SIZE_DIR)/densenet16_k36-seed0/results.json
-	$(PY) -m zoo.tools.seed_table $(EQUAL_SIZE_DIR) --time-to 90 92 94 --write docs/cliquenet.md --marker equal-size
+EQUAL_SIZE_RESULTS := docs/comparison/equal-size-$(EQUAL_SIZE_EPOCHS)ep
+equal-size: $(EQUAL_SIZE_RESULTS)/cliquenet_k36_t12-seed0.json $(EQUAL_SIZE_RESULTS)/densenet16_k36-seed0.json
+	$(PY) -m zoo.tools.seed_table $(EQUAL_SIZE_RESULTS) --time-to 90 92 94 --write docs/cliquenet.md --marker equal-size
 
-$(EQUAL_SIZE_DIR)/%-seed0/results.json: | setup
-	@$(call restore,$(@D))
-	$(PY) train.py experiment=cliquenet_fmnist_weights model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) \
-		threads=1 seed=0 hydra.run.dir=$(@D) \
-		$(call resume,$(@D))
+$(EQUAL_SIZE_RESULTS)/%-seed0.json: | setup
+	@$(call restore,$(EQUAL_SIZE_DIR)/$*-seed0)
+	test -f $(EQUAL_SIZE_DIR)/$*-seed0/results.json || $(PY) train.py experiment=cliquenet_fmnist_weights \
+		model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) threads=1 seed=0 hydra.run.dir=$(EQUAL_SIZE_DIR)/$*-seed0 \
+		$(call resume,$(EQUAL_SIZE_DIR)/$*-seed0)
+	mkdir -p $(@D) && cp $(EQUAL_SIZE_DIR)/$*-seed0/results.json $@.part && mv $@.part $@
 
 # $(call save_copy,RUN,COPY): RUN's last.ckpt to COPY (atomically), or no COPY once RUN has finished.
 save_copy = if [ -f $(1)/results.json ]; then rm -f $(2); \

@@ -103,14 +103,17 @@ def test_seed_table_groups_seeds_and_averages_the_times_to_accuracy(tmp_path: Pa
         "no_ema-seed0": (0.935, [(100, 0.920), (200, 0.935)]),
     }
     for name, (top1, curve) in curves.items():
-        (tmp_path / name).mkdir()
         results = {
             "test_acc1": top1,
             "epochs": 2,
             "images_seen": 120000,
             "test_curve": [{"seconds": s, "test_acc1": a} for s, a in curve],
         }
-        (tmp_path / name / "results.json").write_text(json.dumps(results))
+        if name == "recipe-seed1":  # a finished run's results.json as the docs keep it
+            (tmp_path / f"{name}.json").write_text(json.dumps(results))
+        else:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "results.json").write_text(json.dumps(results))
     groups = collect(tmp_path)
     assert list(groups) == ["no_ema", "recipe"] and len(groups["recipe"]) == 2
     rows = markdown_table(groups, [93, 94]).splitlines()

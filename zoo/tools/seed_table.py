@@ -1,10 +1,11 @@
 """Runs repeated over seeds, side by side: the time-to-accuracy and ablation tables of the docs.
 
 ``python -m zoo.tools.seed_table RUNS_DIR [--time-to 93 94] [--write DOC --marker NAME]`` reads
-every finished run under ``RUNS_DIR`` (``results.json`` written by ``train.py``), groups the folders
-``VARIANT-seedN`` by ``VARIANT`` and prints a Markdown table, one row per variant in the order of
-their first folder: test top-1 (mean ± sample std over seeds), the mean training seconds until the
-test curve first reached each accuracy (with how many seeds reached it), epochs and images seen.
+every finished run under ``RUNS_DIR`` (``results.json`` written by ``train.py``, in the run folder
+``VARIANT-seedN`` or copied to ``VARIANT-seedN.json``), groups them by ``VARIANT`` and prints a
+Markdown table, one row per variant in the order of their first run: test top-1 (mean ± sample
+std over seeds), the mean training seconds until the test curve first reached each accuracy (with
+how many seeds reached it), epochs and images seen.
 ``--write`` replaces the table between ``<!-- NAME:begin/end -->`` in ``DOC``.
 """
 
@@ -22,14 +23,21 @@ from zoo.io import write_marked_block
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
+def run_name(results_file: Path) -> str:
+    """``VARIANT-seedN`` of ``VARIANT-seedN/results.json`` or of its copy ``VARIANT-seedN.json``."""
+    return results_file.parent.name if results_file.name == "results.json" else results_file.stem
+
+
 def collect(runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """``{variant: [results.json, ...]}`` of the finished runs under ``runs_dir``."""
+    """``{variant: [results.json, ...]}`` of the finished runs under ``runs_dir``: run folders, or
+    the copies of their ``results.json`` that the docs keep (``VARIANT-seedN.json``)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for results_file in sorted(runs_dir.glob("*/results.json")):
+    files = [*runs_dir.glob("*/results.json"), *runs_dir.glob("*.json")]
+    for results_file in sorted(files, key=run_name):
         results = json.loads(results_file.read_text())
         if results.get("test_acc1") is None:
             continue
-        variant = SEED_SUFFIX.sub("", results_file.parent.name)
+        variant = SEED_SUFFIX.sub("", run_name(results_file))
         groups.setdefault(variant, []).append(results)
     return groups
 
