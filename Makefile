@@ -97,7 +97,7 @@ weights-cliquenet: setup
 
 # CliqueNet vs DenseNet at equal growth rate and layers per block (k=36, T=12; the authors'
 # README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2
-# equal-size` trains the two side by side (about 6 h for CliqueNet, 4 h for DenseNet at 10 epochs;
+# equal-size` trains the two side by side (10 epochs on a loaded day: 2.9 h for DenseNet, ~8 h for CliqueNet;
 # resumable). Table in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
 # A finished run's results.json is copied to docs/comparison/ (committed: the table's input outlives
 # runs/, and a finished run is not trained again in a fresh checkout).
