@@ -116,6 +116,9 @@ def test_seed_table_groups_seeds_and_averages_the_times_to_accuracy(tmp_path: Pa
             (tmp_path / name / "results.json").write_text(json.dumps(results))
     groups = collect(tmp_path)
     assert list(groups) == ["no_ema", "recipe"] and len(groups["recipe"]) == 2
+    copy = json.loads((tmp_path / "no_ema-seed0" / "results.json").read_text())
+    (tmp_path / "no_ema-seed0.json").write_text(json.dumps(copy))  # copied, folder still there
+    assert collect(tmp_path) == groups
     rows = markdown_table(groups, [93, 94]).splitlines()
     assert rows[2] == "| no_ema | 1 | 93.50 ± 0.00 | 200 (1/1) | — | 2.0 | 120,000 |"
     assert rows[3] == "| recipe | 2 | 94.20 ± 0.14 | 155 (2/2) | 195 (2/2) | 2.0 | 120,000 |"

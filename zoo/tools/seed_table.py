@@ -32,8 +32,9 @@ def collect(runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """``{variant: [results.json, ...]}`` of the finished runs under ``runs_dir``: run folders, or
     the copies of their ``results.json`` that the docs keep (``VARIANT-seedN.json``)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    files = [*runs_dir.glob("*/results.json"), *runs_dir.glob("*.json")]
-    for results_file in sorted(files, key=run_name):
+    # A run whose folder and copy are both present counts once (the copy is the folder's file).
+    by_run = {run_name(f): f for f in [*runs_dir.glob("*.json"), *runs_dir.glob("*/results.json")]}
+    for _, results_file in sorted(by_run.items()):
         results = json.loads(results_file.read_text())
         if results.get("test_acc1") is None:
             continue
