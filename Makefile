@@ -97,7 +97,7 @@ weights-cliquenet: setup
 
 # CliqueNet vs DenseNet at equal growth rate and layers per block (k=36, T=12; the authors'
 # README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2
-# equal-size` trains the two side by side (10 epochs on a loaded day: 2.9 h for DenseNet, ~8 h for CliqueNet;
+# equal-size` trains the two side by side (10 epochs on a loaded day: 2.9 h for DenseNet, 5.8 h for CliqueNet;
 # resumable). Table in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
 # A finished run's results.json is copied to docs/comparison/ (committed: the table's input outlives
 # runs/, and a finished run is not trained again in a fresh checkout).
