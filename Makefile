@@ -96,29 +96,35 @@ weights-cliquenet: setup
 	$(PY) -m zoo.tools.curve_table $(CLIQUE_RUN) --write docs/performance.md --marker cliquenet-curve
 
 # CliqueNet vs DenseNet at equal growth rate and layers per block (k=36, T=12; the authors'
-# README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each: `make -j2
-# equal-size` trains the two side by side (10 epochs on a loaded day: 2.9 h for DenseNet, 5.8 h for CliqueNet;
-# resumable). Table in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
+# README Tab. 4), the weights recipe for EQUAL_SIZE_EPOCHS epochs, one thread each, for every seed in
+# EQUAL_SIZE_SEEDS: `make -j2 equal-size` trains two runs side by side (10 epochs on a loaded day:
+# 2.9 h for DenseNet, 5.8 h for CliqueNet, per seed; resumable). Table (mean ± spread over the seeds)
+# in docs/cliquenet.md#cliquenet-vs-densenet-at-equal-size.
 # A finished run's results.json is copied to docs/comparison/ (committed: the table's input outlives
 # runs/, and a finished run is not trained again in a fresh checkout).
 EQUAL_SIZE_EPOCHS := 10
+EQUAL_SIZE_SEEDS := 0 1
+EQUAL_SIZE_MODELS := cliquenet_k36_t12 densenet16_k36
 EQUAL_SIZE_DIR := runs/equal-size-$(EQUAL_SIZE_EPOCHS)ep
 EQUAL_SIZE_RESULTS := docs/comparison/equal-size-$(EQUAL_SIZE_EPOCHS)ep
-equal-size: $(EQUAL_SIZE_RESULTS)/cliquenet_k36_t12-seed0.json $(EQUAL_SIZE_RESULTS)/densenet16_k36-seed0.json
+EQUAL_SIZE_RUNS := $(foreach s,$(EQUAL_SIZE_SEEDS),$(foreach m,$(EQUAL_SIZE_MODELS),$(m)-seed$(s)))
+equal-size: $(foreach run,$(EQUAL_SIZE_RUNS),$(EQUAL_SIZE_RESULTS)/$(run).json)
 	$(PY) -m zoo.tools.seed_table $(EQUAL_SIZE_RESULTS) --time-to 90 92 94 --write docs/cliquenet.md --marker equal-size
 
-$(EQUAL_SIZE_RESULTS)/%-seed0.json: | setup
-	@$(call restore,$(EQUAL_SIZE_DIR)/$*-seed0)
-	test -f $(EQUAL_SIZE_DIR)/$*-seed0/results.json || $(PY) train.py experiment=cliquenet_fmnist_weights \
-		model=$* trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) threads=1 seed=0 hydra.run.dir=$(EQUAL_SIZE_DIR)/$*-seed0 \
-		$(call resume,$(EQUAL_SIZE_DIR)/$*-seed0)
-	mkdir -p $(@D) && cp $(EQUAL_SIZE_DIR)/$*-seed0/results.json $@.part && mv $@.part $@
+# $* is MODEL-seedN.
+$(EQUAL_SIZE_RESULTS)/%.json: | setup
+	@$(call restore,$(EQUAL_SIZE_DIR)/$*)
+	test -f $(EQUAL_SIZE_DIR)/$*/results.json || $(PY) train.py experiment=cliquenet_fmnist_weights \
+		model=$(firstword $(subst -seed, ,$*)) seed=$(lastword $(subst -seed, ,$*)) \
+		trainer.max_epochs=$(EQUAL_SIZE_EPOCHS) threads=1 hydra.run.dir=$(EQUAL_SIZE_DIR)/$* \
+		$(call resume,$(EQUAL_SIZE_DIR)/$*)
+	mkdir -p $(@D) && cp $(EQUAL_SIZE_DIR)/$*/results.json $@.part && mv $@.part $@
 
 # $(call save_copy,RUN,COPY): RUN's last.ckpt to COPY (atomically), or no COPY once RUN has finished.
 save_copy = if [ -f $(1)/results.json ]; then rm -f $(2); \
 	elif [ -f $(1)/checkpoints/last.ckpt ]; then mkdir -p $(dir $(2)) \
 	&& cp $(1)/checkpoints/last.ckpt $(2).part && mv $(2).part $(2) && echo $(2); fi;
-LONG_RUNS := $(CLIQUE_RUN) $(EQUAL_SIZE_DIR)/cliquenet_k36_t12-seed0 $(EQUAL_SIZE_DIR)/densenet16_k36-seed0
+LONG_RUNS := $(CLIQUE_RUN) $(foreach run,$(EQUAL_SIZE_RUNS),$(EQUAL_SIZE_DIR)/$(run))
 save-progress:
 	@$(foreach run,$(LONG_RUNS),$(call save_copy,$(run),$(call progress_copy,$(run))))
 
